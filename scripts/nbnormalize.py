@@ -1,0 +1,21 @@
+"""Normalize book notebooks for git: python3 kernelspec, no outputs, no execution counts,
+no editor metadata. Usage: python scripts/nbnormalize.py book/*.ipynb"""
+
+import json
+import sys
+
+KERNEL = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+
+for path in sys.argv[1:]:
+    with open(path) as f:
+        nb = json.load(f)
+    nb["metadata"] = {"kernelspec": KERNEL, "language_info": {"name": "python"}}
+    for cell in nb["cells"]:
+        tags = cell.get("metadata", {}).get("tags")
+        cell["metadata"] = {"tags": tags} if tags else {}
+        if cell["cell_type"] == "code":
+            cell["outputs"] = []
+            cell["execution_count"] = None
+    with open(path, "w") as f:
+        json.dump(nb, f, indent=1, ensure_ascii=False)
+        f.write("\n")

@@ -1,0 +1,78 @@
+"""Command line: ``vqdbook train|data|bench|run ...`` (``vqdbook -h``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _cmd_train(a):
+    from .train import train
+
+    kwargs = {k: getattr(a, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "seed", "n_train",
+                                         "variant", "device", "notes")}
+    if a.no_augment:
+        kwargs["augment"] = False
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
+    card = train(a.dataset, a.arch, **kwargs)
+    print(json.dumps({k: card.get(k) for k in ("name", "test_accuracy", "train_time_s", "sha256")}, indent=1))
+
+
+def _cmd_data(a):
+    from .data import make_bundles
+
+    for name, sha in make_bundles().items():
+        print(f"{sha}  {name}")
+
+
+def _cmd_bench(a):
+    from .bench import run_bench_quantizers
+    from .results import write_record
+
+    record = run_bench_quantizers(n_images=a.n, seed=a.seed)
+    path = write_record("bench_quantizers", record["params"], record)
+    print(json.dumps(record.get("table", record), indent=1))
+    print(f"record: {path}")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="vqdbook", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    t = sub.add_parser("train", help="train a classifier (seeded, resumable) and write weights + card")
+    t.add_argument("--dataset", required=True, choices=["mnist", "cifar10", "svhn"])
+    t.add_argument("--arch", required=True, choices=["mnist_cnn", "resnet20", "resnet18"])
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--weight-decay", type=float)
+    t.add_argument("--no-augment", action="store_true")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--n-train", type=int)
+    t.add_argument("--variant")
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--threads", type=int)
+    t.add_argument("--notes", default="")
+    t.set_defaults(func=_cmd_train)
+
+    d = sub.add_parser("data", help="data utilities")
+    d.add_argument("action", choices=["bundle"], help="bundle: write data/bundled/* from $VQDBOOK_DATA")
+    d.set_defaults(func=_cmd_data)
+
+    b = sub.add_parser("bench", help="benchmarks (write a record under data/results/)")
+    b.add_argument("what", choices=["quantizers"])
+    b.add_argument("--n", type=int, default=200, help="images per configuration")
+    b.add_argument("--seed", type=int, default=0)
+    b.set_defaults(func=_cmd_bench)
+
+    a = p.parse_args(argv)
+    a.func(a)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""Train classifiers: seeded, resumable after a kill, ending in weights plus a model card.
+
+Resumption is exact: the data order and augmentation of epoch ``e`` come from a generator seeded
+by ``(seed, e)``, and each end-of-epoch checkpoint holds the model, optimizer, LR schedule and the
+global RNG state (dropout). Killing a run after epoch ``e`` and restarting gives the same weights
+as an uninterrupted run.
+
+The training set can be transformed on the fly (``transform=``, e.g. a quantizer) — that is how
+the paper's t-pRD and t-swRD classifiers (Sec. 3.5) are trained.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import PROJECT_ROOT
+from .data import load_dataset, spec
+from .models import WEIGHTS_DIR, accuracy, build_model, card_path, load_pretrained, model_stem, save_weights, weights_path
+from .provenance import provenance
+
+CHECKPOINT_DIR = PROJECT_ROOT / "data" / "checkpoints"
+
+#: Per-dataset defaults (CPU-sized): (epochs, batch size, peak LR, weight decay, augmentation)
+DEFAULTS = {
+    "mnist": dict(epochs=4, batch_size=128, lr=0.05, weight_decay=5e-4, augment=False),
+    "cifar10": dict(epochs=30, batch_size=128, lr=0.1, weight_decay=5e-4, augment=True),
+    "svhn": dict(epochs=15, batch_size=128, lr=0.05, weight_decay=5e-4, augment=False),
+}
+
+
+def augment_batch(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Random crop with zero padding ``pad`` and horizontal flip (standard CIFAR augmentation)."""
+    b, c, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    rows = (dy[:, None] + torch.arange(h))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w))[:, None, None, :]
+    out = padded[torch.arange(b)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
+    flip = torch.rand(b, generator=generator) < 0.5
+    out[flip] = out[flip].flip(-1)
+    return out
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train(dataset: str, arch: str, *, epochs: int | None = None, batch_size: int | None = None,
+          lr: float | None = None, weight_decay: float | None = None, augment: bool | None = None,
+          momentum: float = 0.9, seed: int = 0, n_train: int | None = None, variant: str | None = None,
+          transform=None, device: str = "cpu", out_dir: Path | None = None,
+          checkpoint_dir: Path | None = None, progress: bool = True, stop_after: int | None = None,
+          n_test: int | None = None, notes: str = "") -> dict:
+    """Train ``arch`` on ``dataset``'s training split and write weights + a model card.
+
+    SGD with Nesterov momentum and a one-cycle LR schedule, cross-entropy loss. Checkpoints go to
+    ``checkpoint_dir`` after every epoch; a later call with the same arguments resumes from there.
+
+    Args:
+        n_train: train on a stratified subset of this size (tests, quick runs).
+        variant: suffix of the output name (``<dataset>_<arch>_<variant>``).
+        transform: callable applied to each training batch after augmentation (t-pRD/t-swRD).
+        stop_after: stop (with a checkpoint) after this many epochs in total: simulates a kill.
+        n_test: measure the card's accuracy on a stratified test subset (default: the full test set).
+
+    Returns:
+        The model card (also written as JSON next to the weights), or a partial-status dict when
+        ``stop_after`` ended the run early.
+    """
+    ds = spec(dataset)
+    cfg = dict(DEFAULTS[ds.name])
+    for key, val in dict(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                         augment=augment).items():
+        if val is not None:
+            cfg[key] = val
+    if not isinstance(cfg["epochs"], int) or cfg["epochs"] < 1:
+        raise ValueError(f"epochs must be an int >= 1; got {cfg['epochs']!r}")
+    cfg.update(dataset=ds.name, arch=arch, momentum=momentum, seed=seed, n_train=n_train, variant=variant,
+               transform=None if transform is None else repr(transform))
+    out_dir = Path(out_dir or WEIGHTS_DIR)
+    checkpoint_dir = Path(checkpoint_dir or CHECKPOINT_DIR)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    stem = model_stem(ds.name, arch, variant)
+    ckpt_path = checkpoint_dir / f"{stem}.ckpt"
+
+    x, y = load_dataset(ds.name, "train", n_train, seed=seed)
+    steps_per_epoch = math.ceil(len(y) / cfg["batch_size"])
+    torch.manual_seed(seed)
+    model = build_model(arch, ds.name).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=momentum, nesterov=True,
+                          weight_decay=cfg["weight_decay"])
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg["lr"], total_steps=cfg["epochs"] * steps_per_epoch,
+                                                pct_start=0.15, anneal_strategy="linear", div_factor=10,
+                                                final_div_factor=100)
+    start_epoch, history, train_time = 0, [], 0.0
+    if ckpt_path.is_file():
+        ck = torch.load(ckpt_path, map_location=device, weights_only=True)
+        if ck["config"] != json.loads(json.dumps(cfg)):
+            raise RuntimeError(f"checkpoint {ckpt_path} was made with another configuration "
+                               f"({ck['config']}); delete it to start afresh")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        torch.set_rng_state(ck["rng"])
+        start_epoch, history, train_time = ck["epoch"], ck["history"], ck["train_time_s"]
+        if progress:
+            print(f"resuming {stem} after epoch {start_epoch}/{cfg['epochs']}")
+
+    from tqdm.auto import tqdm
+
+    for epoch in range(start_epoch, cfg["epochs"]):
+        if stop_after is not None and epoch >= stop_after:
+            return {"status": "stopped", "epoch": epoch, "checkpoint": str(ckpt_path)}
+        t0 = time.time()
+        g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        perm = torch.randperm(len(y), generator=g)
+        model.train()
+        loss_sum, correct, seen = 0.0, 0, 0
+        bar = tqdm(range(steps_per_epoch), desc=f"{stem} epoch {epoch + 1}/{cfg['epochs']}",
+                   disable=not progress, leave=False, mininterval=5)
+        for i in bar:
+            idx = perm[i * cfg["batch_size"]:(i + 1) * cfg["batch_size"]]
+            xb, yb = x[idx], y[idx]
+            if cfg["augment"]:
+                xb = augment_batch(xb, g)
+            if transform is not None:
+                with torch.no_grad():
+                    xb = transform(xb)
+            xb, yb = xb.to(device), yb.to(device)
+            out = model(xb)
+            loss = F.cross_entropy(out, yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum += loss.item() * len(yb)
+            correct += (out.argmax(1) == yb).sum().item()
+            seen += len(yb)
+            if i % 50 == 0:
+                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        dt = time.time() - t0
+        train_time += dt
+        history.append({"epoch": epoch + 1, "loss": loss_sum / seen, "train_acc": correct / seen,
+                        "lr_end": sched.get_last_lr()[0], "seconds": dt})
+        _atomic_save({"config": cfg, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                      "scheduler": sched.state_dict(), "rng": torch.get_rng_state(), "epoch": epoch + 1,
+                      "history": history, "train_time_s": train_time}, ckpt_path)
+        if progress:
+            print(f"{stem} epoch {epoch + 1}/{cfg['epochs']}: loss {loss_sum / seen:.4f} "
+                  f"train acc {correct / seen:.4f} ({dt:.0f} s)", flush=True)
+
+    # The card reports the accuracy of the fp16 weights as stored (on the full test set by default).
+    out_dir.mkdir(parents=True, exist_ok=True)
+    wpath = out_dir / weights_path(ds.name, arch, variant).name
+    sha = save_weights(model, wpath)
+    card = {"name": stem, "dataset": ds.name, "arch": arch, "variant": variant, "epochs": cfg["epochs"],
+            "n_train": len(y), "config": cfg, "history": history, "train_time_s": round(train_time, 1),
+            "weights": wpath.name, "sha256": sha, "storage": "float16 state dict",
+            "n_params": sum(p.numel() for p in model.parameters()), "notes": notes,
+            **provenance(device)}
+    cpath = out_dir / card_path(ds.name, arch, variant).name
+    cpath.write_text(json.dumps(card, indent=1))
+    if out_dir == WEIGHTS_DIR:
+        net = load_pretrained(ds.name, arch, variant)
+    else:
+        net = build_model(arch, ds.name)
+        state = torch.load(wpath, weights_only=True)
+        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+        net.eval()
+    xt, yt = load_dataset(ds.name, "test", n_test)
+    card["test_accuracy"] = accuracy(net, xt, yt)
+    card["n_test"] = len(yt)
+    cpath.write_text(json.dumps(card, indent=1))
+    if progress:
+        print(f"{stem}: test accuracy {card['test_accuracy']:.4f} on {len(yt)} images; card {cpath}")
+    return card
