@@ -1,0 +1,149 @@
+"""PGD invariants, a cross-check against torchattacks, Defended's majority vote, bad inputs."""
+
+import warnings
+
+import pytest
+import torch
+import torch.nn as nn
+
+from vqdbook.attacks import PGD, RandomizedDefenseWarning, ZeroGradientWarning, paper_pgd
+from vqdbook.data import load_dataset
+from vqdbook.defense import Defended
+from vqdbook.models import accuracy, load_pretrained
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    net = load_pretrained("mnist")
+    x, y = load_dataset("mnist", "test", n=200)
+    return net, x, y
+
+
+@pytest.mark.parametrize("eps", [0.05, 0.2])
+def test_pgd_invariants(mnist, eps):
+    net, x, y = mnist
+    x_adv = PGD(net, eps=eps, alpha=eps / 4, steps=10, generator=torch.Generator().manual_seed(0))(x, y)
+    assert x_adv.shape == x.shape
+    assert (x_adv - x).abs().max() <= eps + 1e-6
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    assert accuracy(net, x_adv, y) <= accuracy(net, x, y)
+
+
+def test_more_steps_never_help_the_defender(mnist):
+    net, x, y = mnist
+    accs = []
+    for steps in (1, 5, 20):
+        x_adv = PGD(net, eps=0.15, alpha=0.15 / 4, steps=steps, random_start=False)(x, y)
+        accs.append(accuracy(net, x_adv, y))
+    assert accs[0] >= accs[1] >= accs[2]
+
+
+def test_restores_train_mode(mnist):
+    net, x, y = mnist
+    net.train()
+    PGD(net, eps=0.1, steps=2)(x[:8], y[:8])
+    assert net.training
+    net.eval()
+    PGD(net, eps=0.1, steps=2)(x[:8], y[:8])
+    assert not net.training
+
+
+def test_paper_presets():
+    net = nn.Linear(1, 1)
+    a = paper_pgd(net, "mnist", 0.32)
+    assert (a.steps, a.alpha) == (40, pytest.approx(0.016))
+    b = paper_pgd(net, "cifar10", 8 / 255)
+    assert (b.steps, b.alpha) == (20, pytest.approx(0.8 / 255))
+
+
+def test_agrees_with_torchattacks(mnist):
+    torchattacks = pytest.importorskip("torchattacks")
+    net, x, y = mnist
+    eps = 0.2
+    ours = accuracy(net, paper_pgd(net, "mnist", eps, generator=torch.Generator().manual_seed(0))(x, y), y)
+    torch.manual_seed(0)
+    peer = torchattacks.PGD(net, eps=eps, alpha=eps / 20, steps=40, random_start=True)
+    theirs = accuracy(net, peer(x, y), y)
+    assert abs(ours - theirs) <= 0.01 + 1e-9, (ours, theirs)
+
+
+class CyclingQuantizer(nn.Module):
+    """A stub 'quantizer' whose draws are known: it returns the images listed, in turn."""
+
+    def __init__(self, outputs):
+        super().__init__()
+        self.outputs, self.i = outputs, 0
+
+    def forward(self, x):
+        out = self.outputs[self.i % len(self.outputs)]
+        self.i += 1
+        return out
+
+
+class FirstPixelClassifier(nn.Module):
+    """Predicts the class stored in the first pixel of each image (as a one-hot logit)."""
+
+    def forward(self, x):
+        return nn.functional.one_hot(x[:, 0, 0, 0].long(), 4).float()
+
+
+def test_majority_vote_is_what_it_claims():
+    draws = [torch.tensor(v, dtype=torch.float32).view(2, 1, 1, 1) for v in ([1, 3], [2, 3], [1, 0], [1, 2], [2, 0])]
+    d = Defended(FirstPixelClassifier(), CyclingQuantizer(draws), votes=5)
+    x = torch.zeros(2, 1, 1, 1)
+    freq = d(x)
+    # image 0 drew labels 1,2,1,1,2 -> 1 wins 3:2; image 1 drew 3,3,0,2,0 -> tie 3 vs 0 -> smallest label
+    assert torch.allclose(freq[0], torch.tensor([0, 0.6, 0.4, 0]))
+    assert torch.allclose(freq[1], torch.tensor([0.4, 0, 0.2, 0.4]))
+    d.quantizer.i = 0
+    assert d.predict(x).tolist() == [1, 0]
+    single = Defended(FirstPixelClassifier(), CyclingQuantizer(draws), votes=1)
+    assert single.predict(x).tolist() == [1, 3]
+
+
+def test_bpda_gives_identity_gradient_and_warnings():
+    net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    noisy = Defended(net, _Noise(), bpda=False)
+    x, y = torch.rand(6, 1, 2, 2), torch.randint(0, 3, (6,))
+    with pytest.warns(ZeroGradientWarning):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RandomizedDefenseWarning)
+            PGD(noisy, eps=0.1, steps=1)(x, y)
+    st = Defended(net, _Noise(), bpda=True)
+    xr = x.clone().requires_grad_(True)
+    st(xr).sum().backward()
+    assert xr.grad is not None and xr.grad.abs().sum() > 0
+    with pytest.warns(RandomizedDefenseWarning):
+        PGD(st, eps=0.1, steps=2, eot_samples=2)(x, y)
+
+
+class _Noise(nn.Module):
+    def forward(self, x):
+        return (x + 0.1 * torch.randn_like(x)).clamp(0, 1)
+
+
+@pytest.mark.parametrize("kwargs,exc,match", [
+    (dict(eps=-0.1), ValueError, "eps"), (dict(eps=2.0), ValueError, "eps"),
+    (dict(steps=0), ValueError, "steps"), (dict(steps=2.5), ValueError, "steps"),
+    (dict(alpha=-1.0), ValueError, "alpha"), (dict(eot_samples=0), ValueError, "eot_samples"),
+])
+def test_bad_parameters(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        PGD(nn.Linear(1, 1), **kwargs)
+
+
+def test_bad_inputs(mnist):
+    net, x, y = mnist
+    atk = PGD(net, eps=0.1, steps=1)
+    with pytest.raises(ValueError, match="y must be"):
+        atk(x[:4], y[:3])
+    with pytest.raises(ValueError, match="labels"):
+        atk(x[:2], torch.tensor([0, 10]))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        atk(x[:2] * 2 + 0.5, y[:2])
+    with pytest.raises(ValueError, match="B, C, H, W"):
+        atk(x[0], y[:1])
+    with pytest.raises(TypeError, match="float"):
+        atk((x[:2] * 255).to(torch.uint8), y[:2])
+    with pytest.raises(ValueError, match="votes"):
+        Defended(net, nn.Identity(), votes=0)
