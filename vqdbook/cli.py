@@ -11,7 +11,7 @@ def _cmd_train(a):
     from .train import train
 
     kwargs = {k: getattr(a, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "seed", "n_train",
-                                         "variant", "device", "notes")}
+                                         "variant", "device", "notes", "precision")}
     if a.no_augment:
         kwargs["augment"] = False
     if a.threads:
@@ -39,6 +39,23 @@ def _cmd_bench(a):
     print(f"record: {path}")
 
 
+def _cmd_run(a):
+    from . import experiments
+
+    n = 10000 if a.full else a.n
+    if a.what in ("table1", "table2", "table3"):
+        experiments.run_table(a.what, n=n, seed=a.seed, device=a.device)
+        import pandas as pd
+
+        with pd.option_context("display.width", 250, "display.max_columns", 60):
+            print(experiments.table_frame(a.what, n=n, seed=a.seed))
+    else:
+        runner = getattr(experiments, f"run_{a.what}", None)
+        if runner is None:
+            raise SystemExit(f"vqdbook run {a.what}: not implemented yet")
+        runner(n=n, seed=a.seed, device=a.device)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="vqdbook", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -56,6 +73,7 @@ def main(argv=None):
     t.add_argument("--variant")
     t.add_argument("--device", default="cpu")
     t.add_argument("--threads", type=int)
+    t.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     t.add_argument("--notes", default="")
     t.set_defaults(func=_cmd_train)
 
@@ -68,6 +86,14 @@ def main(argv=None):
     b.add_argument("--n", type=int, default=200, help="images per configuration")
     b.add_argument("--seed", type=int, default=0)
     b.set_defaults(func=_cmd_bench)
+
+    r = sub.add_parser("run", help="run a paper experiment; records go to data/results/ (resumable)")
+    r.add_argument("what", choices=["table1", "table2", "table3", "fig4", "fig5", "fig7", "fig6", "certified"])
+    r.add_argument("--n", type=int, default=1000, help="test images (stratified subset)")
+    r.add_argument("--full", action="store_true", help="the paper's 10,000 test images")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--device", default="cpu")
+    r.set_defaults(func=_cmd_run)
 
     a = p.parse_args(argv)
     a.func(a)

@@ -29,20 +29,20 @@ METHODS = ("none", "randdisc", "prd", "swrd")
 
 
 def paper_defense(dataset: str, method: str, s: int = 1, k: int = 2) -> dict:
-    """The paper's defense parameters on the [0, 1] scale (Sec. 4.1).
+    """The paper's defense parameters as a serialisable dict on the [0, 1] scale (Sec. 4.1),
+    taken from :data:`vqdbook.quantizers.PAPER_PRESETS` (MNIST σ = τ = 4/255, β = 1; CIFAR-10
+    σ = τ = 4/255, β = 0.1·255²; SVHN σ = τ = 4/255, β = 0.5·255²)."""
+    from .quantizers import PAPER_PRESETS
 
-    MNIST: σ = τ = 4/255, β = 1. CIFAR-10: σ = τ = 4 (0–255) → 4/255, β = 0.1 → 0.1·255².
-    SVHN: σ = τ = 4 → 4/255, β = 0.5 → 0.5·255² (β scales a squared distance).
-    """
     name = spec(dataset).name
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}; got {method!r}")
     if method == "none":
         return {"method": "none"}
-    beta = {"mnist": 1.0, "cifar10": 0.1 * 255 ** 2, "svhn": 0.5 * 255 ** 2}[name]
-    d = {"method": method, "s": 1 if method == "randdisc" else s, "k": k, "sigma": 4 / 255, "tau": 4 / 255}
+    p = PAPER_PRESETS[name]
+    d = {"method": method, "s": 1 if method == "randdisc" else s, "k": k, "sigma": p["sigma"], "tau": p["tau"]}
     if method == "swrd":
-        d["beta"] = beta
+        d["beta"] = p["beta"]
     return d
 
 
@@ -163,3 +163,91 @@ def robust_accuracy_record(**params) -> dict:
     stored = {k: v for k, v in params.items() if k not in ("device", "batch_size")}
     return load_or_run("robust_accuracy", stored, lambda **p: run_robust_accuracy(**p, device=device),
                        device=device)
+
+
+# ----------------------------------------------------------------------------- the paper's tables
+
+BASELINE_VARIANTS = {"Fast AdvT": "fastat", "MART": "mart", "TRADES": "trades"}
+_METHOD_KEYS = {"RandDisc": "randdisc", "pRD": "prd", "swRD": "swrd"}
+
+
+def table_spec(table: str) -> dict:
+    """Dataset, ε grid (paper units and [0, 1]) and rows of one of the paper's Tables 1–3."""
+    from . import paper
+
+    tables = {"table1": ("mnist", paper.TABLE1_EPS, paper.TABLE1, 1.0),
+              "table2": ("cifar10", paper.TABLE2_EPS, paper.TABLE2, 255.0),
+              "table3": ("svhn", paper.TABLE3_EPS, paper.TABLE3, 255.0)}
+    if table not in tables:
+        raise ValueError(f"table must be one of {sorted(tables)}; got {table!r}")
+    dataset, eps_paper, rows, scale = tables[table]
+    out_rows = [{"method": "no defense", "variant": None, "defense": {"method": "none"}, "paper": None}]
+    for method, s, k, accs in rows:
+        if method in BASELINE_VARIANTS:
+            out_rows.append({"method": method, "variant": BASELINE_VARIANTS[method],
+                             "defense": {"method": "none"}, "paper": list(accs)})
+        else:
+            out_rows.append({"method": method, "variant": None,
+                             "defense": paper_defense(dataset, _METHOD_KEYS[method], s, k), "paper": list(accs)})
+    from .models import DEFAULT_ARCH
+
+    return {"table": table, "dataset": dataset, "arch": DEFAULT_ARCH[dataset], "eps_paper": list(eps_paper),
+            "eps": [e / scale for e in eps_paper], "rows": out_rows}
+
+
+def _model_available(dataset, variant) -> bool:
+    from .models import DEFAULT_ARCH, weights_path
+
+    return weights_path(dataset, DEFAULT_ARCH[dataset], variant).is_file()
+
+
+def run_table(table: str, n: int = 1000, seed: int = 0, device: str = "cpu", progress: bool = True) -> list[dict]:
+    """Compute (or load) every record of a paper table for our default classifier; returns them.
+
+    ε-major order so each set of adversarial examples is computed once and reused by all rows.
+    Rows whose model is not trained are skipped here and marked in :func:`table_frame`.
+    """
+    from tqdm.auto import tqdm
+
+    sp = table_spec(table)
+    jobs = [(eps, row) for eps in sp["eps"] for row in sp["rows"]
+            if _model_available(sp["dataset"], row["variant"])]
+    records = []
+    for eps, row in tqdm(jobs, desc=f"{table} n={n}", disable=not progress):
+        records.append(robust_accuracy_record(dataset=sp["dataset"], arch=sp["arch"], variant=row["variant"],
+                                              defense=row["defense"], eps=eps, n=n, seed=seed, votes=1,
+                                              attack="pgd-oblivious", device=device))
+    return records
+
+
+def table_frame(table: str, n: int = 1000, seed: int = 0):
+    """Our accuracy (±95% CI half-width) beside the paper's, per row and ε, from stored records.
+
+    Returns a pandas DataFrame; missing records or untrained models show as text, not as numbers.
+    """
+    import pandas as pd
+
+    from .results import load_record
+
+    sp = table_spec(table)
+    out = []
+    for row in sp["rows"]:
+        d = row["defense"]
+        line = {"method": row["method"], "s": d.get("s", "–"), "k": d.get("k", "–")}
+        trained = _model_available(sp["dataset"], row["variant"])
+        for j, (eps, eps_p) in enumerate(zip(sp["eps"], sp["eps_paper"])):
+            col = f"ε={eps_p:g}"
+            rec = load_record("robust_accuracy", dict(dataset=sp["dataset"], arch=sp["arch"], variant=row["variant"],
+                                                      defense=d, eps=eps, n=n, seed=seed, votes=1,
+                                                      attack="pgd-oblivious")) if trained else None
+            if rec is None:
+                line[col + " ours"] = "not trained" if not trained else "not run"
+            else:
+                r = rec["result"]
+                lo, hi = r["ci95"]
+                line[col + " ours"] = f"{100 * r['accuracy']:.1f} ± {50 * (hi - lo):.1f}"
+                line[col + " Δ"] = (round(100 * r["accuracy"] - row["paper"][j], 1)
+                                    if row["paper"] is not None else None)
+            line[col + " paper"] = row["paper"][j] if row["paper"] is not None else None
+        out.append(line)
+    return pd.DataFrame(out)

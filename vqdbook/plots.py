@@ -64,3 +64,38 @@ def confusion_matrix_plot(y_true, y_pred, class_names, title=None, ax=None):
     if title:
         ax.set_title(title)
     return fig or ax.figure
+
+
+def patch_partition_figure(x, s: int = 4, windows=((0, 0), (0, 1), (1, 0), (1, 1))):
+    """The paper's Figure 2: pRD's non-overlapping s×s patches (left) vs swRD's stride-1 windows (right)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    h, w = x.shape[-2:]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(7.5, 3.8))
+    show_image(a, x, f"pRD: {int(np.ceil(h / s))}×{int(np.ceil(w / s))} non-overlapping {s}×{s} patches")
+    for i in range(0, h, s):
+        for j in range(0, w, s):
+            a.add_patch(Rectangle((j - 0.5, i - 0.5), s, s, fill=False, lw=0.8, ec="#ffcc00"))
+    show_image(b, x, f"swRD: {(h - s + 1)}×{(w - s + 1)} stride-1 {s}×{s} windows (4 shown)")
+    colors = ["#ff3b30", "#34c759", "#0a84ff", "#ffcc00"]
+    for (i, j), c in zip(windows, colors):
+        b.add_patch(Rectangle((j - 0.5, i - 0.5), s, s, fill=False, lw=1.6, ec=c))
+    fig.tight_layout()
+    return fig
+
+
+def quantized_grid(images, row_labels, col_labels, title=None, scale=1.3):
+    """A rows×cols grid of images (a list of lists of (C,H,W) tensors) with row/column captions."""
+    import matplotlib.pyplot as plt
+
+    nr, nc = len(images), len(images[0])
+    fig, axes = plt.subplots(nr, nc, figsize=(scale * nc + 0.8, scale * nr + 0.4), squeeze=False)
+    for i in range(nr):
+        for j in range(nc):
+            show_image(axes[i, j], images[i][j], col_labels[j] if i == 0 else None)
+        axes[i, 0].set_ylabel(row_labels[i], fontsize=8, rotation=0, ha="right", va="center")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
