@@ -42,18 +42,18 @@ def _cmd_bench(a):
 def _cmd_run(a):
     from . import experiments
 
-    n = 10000 if a.full else a.n
+    n = 10000 if a.full else (a.n or experiments.DEFAULT_N.get(a.what, 1000))
     if a.what in ("table1", "table2", "table3"):
         experiments.run_table(a.what, n=n, seed=a.seed, device=a.device)
         import pandas as pd
 
         with pd.option_context("display.width", 250, "display.max_columns", 60):
             print(experiments.table_frame(a.what, n=n, seed=a.seed))
-    else:
-        runner = getattr(experiments, f"run_{a.what}", None)
-        if runner is None:
-            raise SystemExit(f"vqdbook run {a.what}: not implemented yet")
-        runner(n=n, seed=a.seed, device=a.device)
+        return
+    runner = getattr(experiments, f"run_{a.what}", None)
+    if runner is None:
+        raise SystemExit(f"vqdbook run {a.what}: not implemented yet")
+    runner(n=n, seed=a.seed, device=a.device)
 
 
 def main(argv=None):
@@ -89,7 +89,7 @@ def main(argv=None):
 
     r = sub.add_parser("run", help="run a paper experiment; records go to data/results/ (resumable)")
     r.add_argument("what", choices=["table1", "table2", "table3", "fig4", "fig5", "fig7", "fig6", "certified"])
-    r.add_argument("--n", type=int, default=1000, help="test images (stratified subset)")
+    r.add_argument("--n", type=int, help="test images, a stratified subset (default: tables 1000, figures 500)")
     r.add_argument("--full", action="store_true", help="the paper's 10,000 test images")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--device", default="cpu")

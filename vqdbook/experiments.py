@@ -251,3 +251,121 @@ def table_frame(table: str, n: int = 1000, seed: int = 0):
             line[col + " paper"] = row["paper"][j] if row["paper"] is not None else None
         out.append(line)
     return pd.DataFrame(out)
+
+
+# ----------------------------------------------------------------------------- Figures 4 and 5
+
+#: Default test-set sizes of the runs (tables 1,000 on 2 CPU cores; ``--full`` is 10,000).
+DEFAULT_N = {"table1": 1000, "table2": 1000, "table3": 1000, "fig4": 500, "fig5": 500}
+
+#: Figure 4 grid (the paper does not list its grid or ε; these are ours, stated in the book).
+FIG4_GRID = {
+    "mnist": {"s": [1, 2, 3, 4], "k": [2, 4, 8, 16], "eps": [0.0, 0.16, 0.32]},
+    "cifar10": {"s": [1, 2, 3, 4], "k": [5, 10, 25, 50], "eps": [0.0, 8 / 255, 16 / 255]},
+}
+#: Figure 5: σ = τ sweep (paper: SVHN at ε = 8 and 16; SVHN is unavailable offline, so CIFAR-10 too).
+FIG5_GRID = {"noise_255": [0, 2, 4, 8, 16], "eps_255": [8, 16],
+             "rows": [("prd", 2, 10), ("swrd", 4, 25)]}
+
+
+def fig4_configs(dataset: str) -> list[dict]:
+    name = spec(dataset).name
+    grid = FIG4_GRID[name]
+    out = []
+    for eps in grid["eps"]:
+        for method in ("prd", "swrd"):
+            for s in grid["s"]:
+                for k in grid["k"]:
+                    d = paper_defense(name, "randdisc" if s == 1 else method, s, k)
+                    out.append({"eps": eps, "panel": method, "defense": d})
+    return out
+
+
+def fig5_configs(dataset: str) -> list[dict]:
+    name = spec(dataset).name
+    out = []
+    for eps_255 in FIG5_GRID["eps_255"]:
+        for method, s, k in FIG5_GRID["rows"]:
+            for v in FIG5_GRID["noise_255"]:
+                d = {**paper_defense(name, method, s, k), "sigma": v / 255, "tau": v / 255}
+                out.append({"eps": eps_255 / 255, "noise_255": v, "defense": d})
+    return out
+
+
+def _run_configs(dataset, configs, n, seed, device, progress, desc):
+    from tqdm.auto import tqdm
+
+    from .models import DEFAULT_ARCH
+
+    name = spec(dataset).name
+    recs = []
+    for c in tqdm(sorted(configs, key=lambda c: c["eps"]), desc=desc, disable=not progress):
+        rec = robust_accuracy_record(dataset=name, arch=DEFAULT_ARCH[name], variant=None, defense=c["defense"],
+                                     eps=c["eps"], n=n, seed=seed, votes=1, attack="pgd-oblivious", device=device)
+        recs.append({**c, "accuracy": rec["result"]["accuracy"], "ci95": rec["result"]["ci95"]})
+    return recs
+
+
+def run_fig4(datasets=("mnist", "cifar10"), n: int = 500, seed: int = 0, device: str = "cpu", progress=True):
+    """Accuracy vs window size s and codebook size k (the paper's Figure 4), as records."""
+    return {d: _run_configs(d, fig4_configs(d), n, seed, device, progress, f"fig4 {d}") for d in datasets}
+
+
+def run_fig5(datasets=("cifar10",), n: int = 500, seed: int = 0, device: str = "cpu", progress=True):
+    """Accuracy vs noise σ = τ at ε = 8 and 16 (/255) (the paper's Figure 5), as records."""
+    return {d: _run_configs(d, fig5_configs(d), n, seed, device, progress, f"fig5 {d}") for d in datasets}
+
+
+def figure_frame(which: str, dataset: str, n: int = 500, seed: int = 0):
+    """Stored records of Figure 4 or 5 as a DataFrame (missing ones are left out and counted)."""
+    import pandas as pd
+
+    from .models import DEFAULT_ARCH
+    from .results import load_record
+
+    name = spec(dataset).name
+    configs = fig4_configs(name) if which == "fig4" else fig5_configs(name)
+    rows, missing = [], 0
+    for c in configs:
+        rec = load_record("robust_accuracy", dict(dataset=name, arch=DEFAULT_ARCH[name], variant=None,
+                                                  defense=c["defense"], eps=c["eps"], n=n, seed=seed, votes=1,
+                                                  attack="pgd-oblivious"))
+        if rec is None:
+            missing += 1
+            continue
+        d = c["defense"]
+        rows.append({"eps": c["eps"], "panel": c.get("panel"), "method": d["method"], "s": d["s"], "k": d["k"],
+                     "noise_255": c.get("noise_255"), "accuracy": rec["result"]["accuracy"],
+                     "ci_lo": rec["result"]["ci95"][0], "ci_hi": rec["result"]["ci95"][1]})
+    frame = pd.DataFrame(rows)
+    frame.attrs["missing"] = missing
+    return frame
+
+def table_agreement(tables=("table1", "table2"), n: int = 1000, seed: int = 0):
+    """Per quantizer / baseline row and ε: our accuracy, its 95% CI, the paper's value, whether the
+    paper's value lies in our interval, and the gap in points. Only cells with a stored record."""
+    import pandas as pd
+
+    from .results import load_record
+
+    out = []
+    for table in tables:
+        sp = table_spec(table)
+        for row in sp["rows"]:
+            if row["paper"] is None:
+                continue
+            for j, (eps, eps_p) in enumerate(zip(sp["eps"], sp["eps_paper"])):
+                rec = load_record("robust_accuracy", dict(dataset=sp["dataset"], arch=sp["arch"],
+                                                          variant=row["variant"], defense=row["defense"], eps=eps,
+                                                          n=n, seed=seed, votes=1, attack="pgd-oblivious"))
+                if rec is None:
+                    continue
+                r = rec["result"]
+                lo, hi = 100 * r["ci95"][0], 100 * r["ci95"][1]
+                p = row["paper"][j]
+                d = row["defense"]
+                out.append({"table": table, "method": row["method"], "s": d.get("s"), "k": d.get("k"),
+                            "ε (paper units)": eps_p, "ours (%)": round(100 * r["accuracy"], 1),
+                            "95% CI": f"[{lo:.1f}, {hi:.1f}]", "paper (%)": p,
+                            "paper in CI": lo <= p <= hi, "gap (points)": round(100 * r["accuracy"] - p, 1)})
+    return pd.DataFrame(out)

@@ -99,3 +99,58 @@ def quantized_grid(images, row_labels, col_labels, title=None, scale=1.3):
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def fig4_plot(frame, dataset: str):
+    """Figure 4: accuracy vs k, one line per s, one panel per (ε, method); bands are 95% CIs."""
+    import matplotlib.pyplot as plt
+
+    eps_values = sorted(frame["eps"].unique())
+    panels = ["prd", "swrd"]
+    fig, axes = plt.subplots(len(panels), len(eps_values), figsize=(3.3 * len(eps_values), 5.4),
+                             sharey=True, squeeze=False)
+    names = {"prd": "pRD", "swrd": "swRD"}
+    for i, panel in enumerate(panels):
+        for j, eps in enumerate(eps_values):
+            ax = axes[i, j]
+            sub = frame[(frame["eps"] == eps) & (frame["panel"] == panel)]
+            for s, grp in sub.groupby("s"):
+                grp = grp.sort_values("k")
+                label = "RandDisc (s=1)" if s == 1 else f"s={s}"
+                ax.plot(grp["k"], 100 * grp["accuracy"], marker="o", ms=3, label=label)
+                ax.fill_between(grp["k"], 100 * grp["ci_lo"], 100 * grp["ci_hi"], alpha=0.15)
+            ax.set_xscale("log", base=2)
+            ax.set_title(f"{names[panel]}, ε = {eps * (255 if dataset != 'mnist' else 1):.3g}"
+                         + ("/255" if dataset != "mnist" else ""), fontsize=9)
+            if i == len(panels) - 1:
+                ax.set_xlabel("k (centres)")
+            if j == 0:
+                ax.set_ylabel("accuracy (%)")
+    axes[0, -1].legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"Figure 4 ({dataset}): accuracy vs s and k, PGD on f", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def fig5_plot(frame, dataset: str):
+    """Figure 5: accuracy vs noise σ = τ (0–255 units), one panel per ε."""
+    import matplotlib.pyplot as plt
+
+    eps_values = sorted(frame["eps"].unique())
+    fig, axes = plt.subplots(1, len(eps_values), figsize=(4 * len(eps_values), 3.2), sharey=True, squeeze=False)
+    for j, eps in enumerate(eps_values):
+        ax = axes[0, j]
+        sub = frame[frame["eps"] == eps]
+        for (method, s, k), grp in sub.groupby(["method", "s", "k"]):
+            grp = grp.sort_values("noise_255")
+            ax.plot(grp["noise_255"], 100 * grp["accuracy"], marker="o", ms=3,
+                    label=f"{ {'prd': 'pRD', 'swrd': 'swRD'}[method]} s={s}, k={k}")
+            ax.fill_between(grp["noise_255"], 100 * grp["ci_lo"], 100 * grp["ci_hi"], alpha=0.15)
+        ax.set_title(f"ε = {eps * 255:.0f}/255", fontsize=9)
+        ax.set_xlabel("σ = τ (×1/255)")
+        if j == 0:
+            ax.set_ylabel("accuracy (%)")
+    axes[0, -1].legend(fontsize=7)
+    fig.suptitle(f"Figure 5 ({dataset}): accuracy vs quantizer noise", fontsize=10)
+    fig.tight_layout()
+    return fig

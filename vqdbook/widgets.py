@@ -1,0 +1,141 @@
+"""ipywidgets explorers for the book. Each returns a widget whose state renders in the static book
+(the displayed picture is an ``ipywidgets.Image`` holding PNG bytes, saved with the notebook)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+METHOD_LABELS = {"randdisc": "RandDisc", "prd": "pRD", "swrd": "swRD"}
+
+
+def _png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def center_tiles(centers, channels: int, s: int):
+    """Centres (k, C*s*s) in unfold order → a list of (C, s, s) tensors, clamped to [0, 1] for display."""
+    return [c.reshape(channels, s, s).clamp(0, 1) for c in centers]
+
+
+def quantization_figure(x, x_hat, centers, s: int, title: str = ""):
+    """Original | quantized | |difference| (amplified) | the k centres as patch tiles."""
+    import matplotlib.pyplot as plt
+
+    from .plots import show_image
+
+    channels = x.shape[0]
+    tiles = center_tiles(centers, channels, s)
+    k = len(tiles)
+    cols = int(np.ceil(np.sqrt(k)))
+    fig = plt.figure(figsize=(9.6, 2.7))
+    gs = fig.add_gridspec(1, 4, width_ratios=[1, 1, 1, 1.05])
+    show_image(fig.add_subplot(gs[0]), x, "original x")
+    show_image(fig.add_subplot(gs[1]), x_hat, "quantized Q(x)")
+    diff = (x_hat - x).abs()
+    amp = float(1 / max(diff.max().item(), 1e-6))
+    show_image(fig.add_subplot(gs[2]), (diff * amp).clamp(0, 1).mean(0, keepdim=True),
+               f"|Q(x) − x| × {amp:.1f}")
+    sub = gs[3].subgridspec(cols, cols, wspace=0.08, hspace=0.08)
+    for i in range(cols * cols):
+        ax = fig.add_subplot(sub[i // cols, i % cols])
+        if i < k:
+            show_image(ax, tiles[i])
+        else:
+            ax.axis("off")
+    fig.text(0.79, 0.95, f"{k} centres ({s}×{s} patches)", ha="center", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9, y=1.04)
+    return fig
+
+
+def quantize_one(x, method: str, s: int, k: int, sigma: float, tau: float, beta: float, seed: int = 0):
+    """Quantize one image (C,H,W) → (x_hat (C,H,W), centres (k, C*s*s)); seeded."""
+    import torch
+
+    from . import quantizers as q
+
+    g = torch.Generator().manual_seed(seed)
+    xb = x.unsqueeze(0)
+    if method == "randdisc":
+        out, c = q.rand_disc(xb, k, sigma, tau, g, return_centers=True)
+        s = 1
+    elif method == "prd":
+        out, c = q.prd(xb, s, k, sigma, tau, g, return_centers=True)
+    elif method == "swrd":
+        out, c = q.swrd(xb, s, k, sigma, tau, beta, g, return_centers=True)
+    else:
+        raise ValueError(f"method must be one of {sorted(METHOD_LABELS)}; got {method!r}")
+    return out[0], c[0], s
+
+
+def quantizer_explorer(dataset: str = "cifar10", index: int = 0, method: str = "swrd", s: int = 2, k: int = 10,
+                       sigma_255: float = 4.0, tau_255: float = 4.0, beta: float | None = None, n_images: int = 50,
+                       seed: int = 0):
+    """Sliders for dataset, image, method, s, k, σ, τ, β → original, Q(x), difference, centres.
+
+    σ and τ are entered on the paper's 0–255 scale (the package divides by 255); β is entered on the
+    [0, 1] scale the package uses (the paper's CIFAR β = 0.1 is 0.1·255² ≈ 6,500 here).
+    """
+    import ipywidgets as W
+
+    from .data import load_dataset
+    from .quantizers import PAPER_PRESETS
+
+    cache = {}
+
+    def images(name):
+        if name not in cache:
+            cache[name] = load_dataset(name, "test", n=n_images)
+        return cache[name]
+
+    beta = PAPER_PRESETS[dataset]["beta"] if beta is None else beta
+    style = {"description_width": "90px"}
+    w_data = W.Dropdown(options=["mnist", "cifar10"], value=dataset, description="dataset", style=style)
+    w_index = W.IntSlider(value=index, min=0, max=n_images - 1, description="image", style=style)
+    w_method = W.ToggleButtons(options=[(v, key) for key, v in METHOD_LABELS.items()], value=method,
+                               description="method", style=style)
+    w_s = W.IntSlider(value=s, min=1, max=6, description="s (window)", style=style)
+    w_k = W.IntSlider(value=k, min=1, max=40, description="k (centres)", style=style)
+    w_sigma = W.FloatSlider(value=sigma_255, min=0, max=32, step=0.5, description="σ (/255)", style=style)
+    w_tau = W.FloatSlider(value=tau_255, min=0, max=32, step=0.5, description="τ (/255)", style=style)
+    w_beta = W.FloatLogSlider(value=beta, base=10, min=-1, max=6, step=0.1, description="β", style=style)
+    w_seed = W.IntText(value=seed, description="seed", style=style, layout=W.Layout(width="180px"))
+    img = W.Image(format="png")
+    status = W.HTML()
+
+    def update(*_):
+        import time
+
+        t0 = time.time()
+        x, y = images(w_data.value)
+        xi = x[w_index.value]
+        m = w_method.value
+        w_s.disabled = m == "randdisc"
+        w_beta.disabled = m != "swrd"
+        try:
+            x_hat, centers, s_used = quantize_one(xi, m, w_s.value, w_k.value, w_sigma.value / 255,
+                                                  w_tau.value / 255, w_beta.value, w_seed.value)
+        except (ValueError, TypeError) as err:
+            status.value = f"<span style='color:#b00'>{err}</span>"
+            return
+        title = (f"{METHOD_LABELS[m]}: s={s_used}, k={w_k.value}, σ={w_sigma.value:g}/255, "
+                 f"τ={w_tau.value:g}/255" + (f", β={w_beta.value:.3g}" if m == "swrd" else ""))
+        img.value = _png(quantization_figure(xi, x_hat, centers, s_used, title))
+        mse = (x_hat - xi).pow(2).mean().item()
+        status.value = (f"label {int(y[w_index.value])} · MSE(Q(x), x) = {mse:.5f} · "
+                        f"update {time.time() - t0:.2f} s")
+
+    for w in (w_data, w_index, w_method, w_s, w_k, w_sigma, w_tau, w_beta, w_seed):
+        w.observe(update, names="value")
+    update()
+    controls = W.HBox([W.VBox([w_data, w_method, w_index, w_seed]), W.VBox([w_s, w_k, w_sigma, w_tau, w_beta])])
+    box = W.VBox([controls, img, status])
+    box.add_class("vqdbook-quantizer-explorer")
+    return box
