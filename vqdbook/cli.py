@@ -11,7 +11,7 @@ def _cmd_train(a):
     from .train import train
 
     kwargs = {k: getattr(a, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "seed", "n_train",
-                                         "variant", "device", "notes", "precision")}
+                                         "variant", "device", "notes", "precision", "method")}
     if a.no_augment:
         kwargs["augment"] = False
     if a.threads:
@@ -73,6 +73,8 @@ def main(argv=None):
     t.add_argument("--variant")
     t.add_argument("--device", default="cpu")
     t.add_argument("--threads", type=int)
+    t.add_argument("--method", choices=["natural", "fastat", "trades", "mart"], default="natural",
+                   help="natural training (the paper's f) or an adversarial-training baseline")
     t.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     t.add_argument("--notes", default="")
     t.set_defaults(func=_cmd_train)

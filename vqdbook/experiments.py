@@ -369,3 +369,34 @@ def table_agreement(tables=("table1", "table2"), n: int = 1000, seed: int = 0):
                             "95% CI": f"[{lo:.1f}, {hi:.1f}]", "paper (%)": p,
                             "paper in CI": lo <= p <= hi, "gap (points)": round(100 * r["accuracy"] - p, 1)})
     return pd.DataFrame(out)
+
+
+# ----------------------------------------------------------------------------- Figure 7 (denoising)
+
+#: The paper's Figure 7 settings: MNIST PGD40 ε = 0.32, k = 2, s = 2; CIFAR-10 PGD20 ε = 16/255, k = 25, s = 2.
+FIG7 = {"mnist": {"eps": 0.32, "s": 2, "k": 2}, "cifar10": {"eps": 16 / 255, "s": 2, "k": 25}}
+
+
+def denoising_examples(dataset: str, x: torch.Tensor, y: torch.Tensor, eps: float | None = None,
+                       s: int | None = None, k: int | None = None, seed: int = 0, net=None) -> dict:
+    """x, x′ = PGD on f (the paper's protocol), and Q(x), Q(x′) for RandDisc, pRD, swRD (Figure 7).
+
+    Returns tensors and, per method, PSNR(x, Q(x′)) and PSNR(x, Q(x)) in dB and f's predictions.
+    """
+    from .attacks import paper_pgd
+    from .metrics import psnr
+    from .models import load_pretrained
+
+    name = spec(dataset).name
+    cfg = {**FIG7[name], **{key: v for key, v in dict(eps=eps, s=s, k=k).items() if v is not None}}
+    net = net or load_pretrained(name)
+    x_adv = paper_pgd(net, name, cfg["eps"], generator=torch.Generator().manual_seed(seed))(x, y)
+    out = {"x": x, "x_adv": x_adv, "config": cfg, "pred_x_adv": net(x_adv).argmax(1).detach(), "methods": {}}
+    for method in ("randdisc", "prd", "swrd"):
+        q = make_quantizer(paper_defense(name, method, cfg["s"], cfg["k"]))
+        torch.manual_seed(seed)
+        qx, qa = q(x), q(x_adv)
+        with torch.no_grad():
+            out["methods"][method] = {"q_x": qx, "q_adv": qa, "psnr_adv": psnr(x, qa), "psnr_clean": psnr(x, qx),
+                                      "pred_q_adv": net(qa).argmax(1)}
+    return out

@@ -154,3 +154,29 @@ def fig5_plot(frame, dataset: str):
     fig.suptitle(f"Figure 5 ({dataset}): accuracy vs quantizer noise", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def figure7(ex: dict, class_names=None, scale=1.25):
+    """The paper's Figure 7 from :func:`vqdbook.experiments.denoising_examples`: per image a row of
+    x, x′, then Q(x) and Q(x′) for each quantizer, with PSNR(x, Q(x′)) and f's prediction on Q(x′)."""
+    import matplotlib.pyplot as plt
+
+    labels = {"randdisc": "RandDisc", "prd": "pRD", "swrd": "swRD"}
+    n = len(ex["x"])
+    cols = 2 + 2 * len(ex["methods"])
+    fig, axes = plt.subplots(n, cols, figsize=(scale * cols, scale * n + 0.6), squeeze=False)
+    name = (lambda c: class_names[c]) if class_names is not None else str
+    for i in range(n):
+        show_image(axes[i, 0], ex["x"][i], "x" if i == 0 else None)
+        show_image(axes[i, 1], ex["x_adv"][i], None)
+        axes[i, 1].set_title(("x′\n" if i == 0 else "") + f"f: {name(int(ex['pred_x_adv'][i]))}", fontsize=7)
+        for j, (m, r) in enumerate(ex["methods"].items()):
+            show_image(axes[i, 2 + 2 * j], r["q_x"][i], f"{labels[m]} Q(x)" if i == 0 else None)
+            ax = axes[i, 3 + 2 * j]
+            show_image(ax, r["q_adv"][i])
+            ax.set_title((f"{labels[m]} Q(x′)\n" if i == 0 else "")
+                         + f"{r['psnr_adv'][i]:.1f} dB · f: {name(int(r['pred_q_adv'][i]))}", fontsize=7)
+    c = ex["config"]
+    fig.suptitle(f"ε = {c['eps']:.3g}, s = {c['s']}, k = {c['k']}; PSNR(x, Q(x′)) and f's label on each", fontsize=9)
+    fig.tight_layout()
+    return fig

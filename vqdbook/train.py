@@ -50,6 +50,69 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> 
     return out
 
 
+ADV_METHODS = ("natural", "fastat", "trades", "mart")
+#: Attack settings of the baselines (the originals' MNIST ε = 0.3 and CIFAR ε = 8/255; inner PGD kept
+#: short for CPU budgets: each inner step costs one more forward/backward pass per batch).
+ADV_DEFAULTS = {
+    ("mnist", "fastat"): dict(eps=0.3, alpha=0.375),
+    ("mnist", "trades"): dict(eps=0.3, alpha=0.1, steps=5, beta=6.0),
+    ("mnist", "mart"): dict(eps=0.3, alpha=0.1, steps=5, beta=6.0),
+    ("cifar10", "fastat"): dict(eps=8 / 255, alpha=10 / 255),
+    ("cifar10", "trades"): dict(eps=8 / 255, alpha=2 / 255, steps=7, beta=6.0),
+    ("cifar10", "mart"): dict(eps=8 / 255, alpha=2 / 255, steps=7, beta=6.0),
+}
+
+
+def _adversarial_inputs(model, x, y, method, adv, generator):
+    """Training-time adversarial inputs. fastat/mart: x′; trades: cat([x, x′]) (both are needed)."""
+    eps, alpha = adv["eps"], adv["alpha"]
+    was_training = model.training
+    model.eval()
+    try:
+        if method == "fastat":
+            x_adv = (x + eps * (2 * torch.rand(x.shape, generator=generator) - 1)).clamp(0, 1)
+            x_adv.requires_grad_(True)
+            grad = torch.autograd.grad(F.cross_entropy(model(x_adv), y), x_adv)[0]
+            x_adv = x_adv.detach() + alpha * grad.sign()
+            x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1)
+            return x_adv.detach()
+        with torch.no_grad():
+            p_clean = F.softmax(model(x), 1)
+        x_adv = (x + 0.001 * torch.randn(x.shape, generator=generator)).clamp(0, 1)
+        for _ in range(adv["steps"]):
+            x_adv.requires_grad_(True)
+            if method == "trades":
+                loss = F.kl_div(F.log_softmax(model(x_adv), 1), p_clean, reduction="sum")
+            else:
+                loss = F.cross_entropy(model(x_adv), y)
+            grad = torch.autograd.grad(loss, x_adv)[0]
+            x_adv = x_adv.detach() + alpha * grad.sign()
+            x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1)
+        return torch.cat([x, x_adv.detach()]) if method in ("trades", "mart") else x_adv.detach()
+    finally:
+        model.train(was_training)
+
+
+def _loss(method, model, out, xb, y, adv):
+    """Training loss. ``out`` = logits of the inputs the method trains on (x′ for trades/mart)."""
+    if method in ("natural", "fastat"):
+        return F.cross_entropy(out, y)
+    n = len(y)
+    logits_clean = model(xb[:n])
+    if method == "trades":  # Zhang et al. 2019, eq. (5): CE(x) + β KL(f(x) || f(x′))
+        kl = F.kl_div(F.log_softmax(out, 1), F.softmax(logits_clean, 1), reduction="batchmean")
+        return F.cross_entropy(logits_clean, y) + adv["beta"] * kl
+    # MART (Wang et al. 2020): BCE(f(x′), y) + β · KL(f(x) || f(x′)) · (1 − p_y(x))
+    p_adv = F.softmax(out, 1)
+    top2 = torch.argsort(p_adv, 1)[:, -2:]
+    other = torch.where(top2[:, -1] == y, top2[:, -2], top2[:, -1])
+    bce = F.cross_entropy(out, y) + F.nll_loss(torch.log(1.0001 - p_adv + 1e-12), other)
+    p_clean = F.softmax(logits_clean, 1)
+    true_prob = p_clean.gather(1, y[:, None]).squeeze(1)
+    kl = (F.kl_div(torch.log(p_adv + 1e-12), p_clean, reduction="none").sum(1) * (1.0000001 - true_prob)).mean()
+    return bce + adv["beta"] * kl
+
+
 def _atomic_save(obj, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
@@ -61,7 +124,8 @@ def train(dataset: str, arch: str, *, epochs: int | None = None, batch_size: int
           momentum: float = 0.9, seed: int = 0, n_train: int | None = None, variant: str | None = None,
           transform=None, device: str = "cpu", out_dir: Path | None = None,
           checkpoint_dir: Path | None = None, progress: bool = True, stop_after: int | None = None,
-          n_test: int | None = None, precision: str = "fp32", notes: str = "") -> dict:
+          n_test: int | None = None, precision: str = "fp32", method: str = "natural",
+          adv: dict | None = None, notes: str = "") -> dict:
     """Train ``arch`` on ``dataset``'s training split and write weights + a model card.
 
     SGD with Nesterov momentum and a one-cycle LR schedule, cross-entropy loss. Checkpoints go to
@@ -74,6 +138,12 @@ def train(dataset: str, arch: str, *, epochs: int | None = None, batch_size: int
         stop_after: stop (with a checkpoint) after this many epochs in total: simulates a kill.
         precision: ``"fp32"`` or ``"bf16"`` (autocast for forward/backward; about 2x faster on
             CPUs with AVX512-BF16; weights and optimizer stay float32).
+        method: ``"natural"`` (the paper's f), or an adversarial-training baseline of Tables 1–3:
+            ``"fastat"`` (Wong et al. 2020: FGSM from a random start, step 1.25ε), ``"trades"``
+            (Zhang et al. 2019: CE + β·KL(f(x) ‖ f(x′)), x′ by PGD on the KL) or ``"mart"`` (Wang et
+            al. 2020: boosted CE on x′ + β·KL·(1 − p_y(x))).
+        adv: attack settings for those: ``eps``, ``steps``, ``alpha``, ``beta`` (defaults in
+            :data:`ADV_DEFAULTS`, on the [0, 1] scale).
         n_test: measure the card's accuracy on a stratified test subset (default: the full test set).
 
     Returns:
@@ -88,9 +158,12 @@ def train(dataset: str, arch: str, *, epochs: int | None = None, batch_size: int
             cfg[key] = val
     if not isinstance(cfg["epochs"], int) or cfg["epochs"] < 1:
         raise ValueError(f"epochs must be an int >= 1; got {cfg['epochs']!r}")
+    if method not in ADV_METHODS:
+        raise ValueError(f"method must be one of {ADV_METHODS}; got {method!r}")
+    adv = {**ADV_DEFAULTS.get((ds.name, method), {}), **(adv or {})} if method != "natural" else {}
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"precision must be 'fp32' or 'bf16'; got {precision!r}")
-    cfg.update(precision=precision, dataset=ds.name, arch=arch, momentum=momentum, seed=seed, n_train=n_train, variant=variant,
+    cfg.update(method=method, adv=adv, precision=precision, dataset=ds.name, arch=arch, momentum=momentum, seed=seed, n_train=n_train, variant=variant,
                transform=None if transform is None else repr(transform))
     out_dir = Path(out_dir or WEIGHTS_DIR)
     checkpoint_dir = Path(checkpoint_dir or CHECKPOINT_DIR)
@@ -142,9 +215,11 @@ def train(dataset: str, arch: str, *, epochs: int | None = None, batch_size: int
                 with torch.no_grad():
                     xb = transform(xb)
             xb, yb = xb.to(device), yb.to(device)
+            if method != "natural":
+                xb = _adversarial_inputs(model, xb, yb, method, adv, g)
             with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                out = model(xb)
-                loss = F.cross_entropy(out, yb)
+                out = model(xb[len(yb):] if method in ("trades", "mart") else xb)
+                loss = _loss(method, model, out, xb, yb, adv)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

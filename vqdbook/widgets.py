@@ -139,3 +139,52 @@ def quantizer_explorer(dataset: str = "cifar10", index: int = 0, method: str = "
     box = W.VBox([controls, img, status])
     box.add_class("vqdbook-quantizer-explorer")
     return box
+
+
+def denoising_explorer(dataset: str = "mnist", index: int = 0, eps: float | None = None, s: int | None = None,
+                       k: int | None = None, n_images: int = 50, seed: int = 0):
+    """Pick an image, ε and the quantizer parameters; see x, x′ (PGD on f), Q(x), Q(x′) per quantizer.
+
+    ε is entered on the paper's scale for the dataset (MNIST [0, 1]; CIFAR-10 0–255).
+    """
+    import ipywidgets as W
+
+    from .data import load_dataset, spec
+    from .experiments import FIG7, denoising_examples
+    from .models import load_pretrained
+    from .plots import figure7
+
+    name = spec(dataset).name
+    cfg = {**FIG7[name], **{key: v for key, v in dict(eps=eps, s=s, k=k).items() if v is not None}}
+    unit = 1.0 if name == "mnist" else 255.0
+    x_all, y_all = load_dataset(name, "test", n=n_images)
+    net = load_pretrained(name)
+    style = {"description_width": "90px"}
+    w_index = W.IntSlider(value=index, min=0, max=n_images - 1, description="image", style=style)
+    w_eps = W.FloatSlider(value=cfg["eps"] * unit, min=0, max=0.4 if unit == 1 else 32,
+                          step=0.01 if unit == 1 else 1, description="ε" + ("" if unit == 1 else " (/255)"), style=style)
+    w_s = W.IntSlider(value=cfg["s"], min=1, max=6, description="s", style=style)
+    w_k = W.IntSlider(value=cfg["k"], min=1, max=40, description="k", style=style)
+    img = W.Image(format="png")
+    status = W.HTML()
+
+    def update(*_):
+        import time
+
+        t0 = time.time()
+        i = w_index.value
+        try:
+            ex = denoising_examples(name, x_all[i:i + 1], y_all[i:i + 1], eps=w_eps.value / unit, s=w_s.value,
+                                    k=w_k.value, seed=seed, net=net)
+        except (ValueError, TypeError) as err:
+            status.value = f"<span style='color:#b00'>{err}</span>"
+            return
+        img.value = _png(figure7(ex, spec(name).classes, scale=1.5))
+        status.value = f"true label {spec(name).classes[int(y_all[i])]} · update {time.time() - t0:.2f} s"
+
+    for w in (w_index, w_eps, w_s, w_k):
+        w.observe(update, names="value")
+    update()
+    box = W.VBox([W.HBox([W.VBox([w_index, w_eps]), W.VBox([w_s, w_k])]), img, status])
+    box.add_class("vqdbook-denoising-explorer")
+    return box
