@@ -183,7 +183,9 @@ def train(dataset: str, arch: str, *, epochs: int | None = None, batch_size: int
     start_epoch, history, train_time = 0, [], 0.0
     if ckpt_path.is_file():
         ck = torch.load(ckpt_path, map_location=device, weights_only=True)
-        if ck["config"] != json.loads(json.dumps(cfg)):
+        # checkpoints written before the baselines existed lack these keys: they were natural runs
+        stored = {"method": "natural", "adv": {}, **ck["config"]}
+        if stored != json.loads(json.dumps(cfg)):
             raise RuntimeError(f"checkpoint {ckpt_path} was made with another configuration "
                                f"({ck['config']}); delete it to start afresh")
         model.load_state_dict(ck["model"])
