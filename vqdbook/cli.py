@@ -33,9 +33,18 @@ def _cmd_bench(a):
     from .bench import run_bench_quantizers
     from .results import write_record
 
-    record = run_bench_quantizers(n_images=a.n, seed=a.seed)
-    path = write_record("bench_quantizers", record["params"], record)
-    print(json.dumps(record.get("table", record), indent=1))
+    if a.what == "kl":
+        from .kl import bench_center_sampling
+
+        result = bench_center_sampling()
+        path = write_record("bench_kl", {"n_samples": result.get("n_samples")}, result)
+        print(json.dumps(result, indent=1))
+    else:
+        from .bench import format_table
+
+        result = run_bench_quantizers(n_images=a.n, seed=a.seed)
+        path = write_record("bench_quantizers", result["params"], result)
+        print(format_table(result))
     print(f"record: {path}")
 
 
@@ -49,6 +58,13 @@ def _cmd_run(a):
 
         with pd.option_context("display.width", 250, "display.max_columns", 60):
             print(experiments.table_frame(a.what, n=n, seed=a.seed))
+        return
+    if a.what in ("fig6", "certified"):
+        from . import kl
+
+        runner = kl.run_fig6 if a.what == "fig6" else kl.run_certified
+        for dataset in a.datasets or ("mnist", "cifar10"):
+            runner(dataset, n_images=a.n or 5, n_samples=10000 if a.full else a.samples, seed=a.seed)
         return
     runner = getattr(experiments, f"run_{a.what}", None)
     if runner is None:
@@ -84,7 +100,7 @@ def main(argv=None):
     d.set_defaults(func=_cmd_data)
 
     b = sub.add_parser("bench", help="benchmarks (write a record under data/results/)")
-    b.add_argument("what", choices=["quantizers"])
+    b.add_argument("what", choices=["quantizers", "kl"])
     b.add_argument("--n", type=int, default=200, help="images per configuration")
     b.add_argument("--seed", type=int, default=0)
     b.set_defaults(func=_cmd_bench)
@@ -95,6 +111,8 @@ def main(argv=None):
     r.add_argument("--full", action="store_true", help="the paper's 10,000 test images")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--device", default="cpu")
+    r.add_argument("--samples", type=int, default=2000, help="fig6/certified: centre-set samples per image")
+    r.add_argument("--datasets", nargs="+", choices=["mnist", "cifar10", "svhn"], help="fig6/certified only")
     r.set_defaults(func=_cmd_run)
 
     a = p.parse_args(argv)
