@@ -180,3 +180,24 @@ def figure7(ex: dict, class_names=None, scale=1.25):
     fig.suptitle(f"ε = {c['eps']:.3g}, s = {c['s']}, k = {c['k']}; PSNR(x, Q(x′)) and f's label on each", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def fig6_plot(frame, dataset: str):
+    """Figure 6: KL(Q_C|x ‖ Q_C|x′) vs ε per quantizer; line = median over images, band = quartiles."""
+    import matplotlib.pyplot as plt
+
+    sub = frame[frame["dataset"] == dataset]
+    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    scale = 1.0 if dataset == "mnist" else 255.0
+    for method, grp in sub.groupby("method"):
+        grp = grp.sort_values("eps")
+        e = grp["eps"] * scale
+        ax.plot(e, grp["kl_median"], marker="o", ms=3, label=method)
+        ax.fill_between(e, grp["kl_q25"], grp["kl_q75"], alpha=0.15)
+    ax.set_yscale("symlog", linthresh=1)
+    ax.set_xlabel("ε" + ("" if scale == 1 else " (×1/255)"))
+    ax.set_ylabel("estimated KL (eq. 9)")
+    ax.set_title(f"Figure 6 ({dataset}): median and quartiles over images", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

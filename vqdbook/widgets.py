@@ -188,3 +188,66 @@ def denoising_explorer(dataset: str = "mnist", index: int = 0, eps: float | None
     box = W.VBox([W.HBox([W.VBox([w_index, w_eps]), W.VBox([w_s, w_k])]), img, status])
     box.add_class("vqdbook-denoising-explorer")
     return box
+
+
+def kl_explorer(dataset: str = "mnist", index: int = 0, eps: float | None = None, method: str = "prd",
+                n_samples: int = 500, n_images: int = 10, seed: int = 0):
+    """Pick an image, ε (PGD on f) and a quantizer: the two clouds of sorted centre vectors
+    (C | X=x and C | X=x′, projected on their top two principal components) and the eq. (9) KL."""
+    import ipywidgets as W
+    import matplotlib.pyplot as plt
+    import torch
+
+    from . import kl
+    from .attacks import paper_pgd
+    from .data import load_dataset, spec
+    from .models import load_pretrained
+
+    name = spec(dataset).name
+    st = kl.FIG6_SETTINGS[name]
+    unit = 1.0 if name == "mnist" else 255.0
+    eps = (0.32 if name == "mnist" else 16 / 255) if eps is None else eps
+    x_all, y_all = load_dataset(name, "test", n=n_images)
+    net = load_pretrained(name)
+    style = {"description_width": "90px"}
+    w_index = W.IntSlider(value=index, min=0, max=n_images - 1, description="image", style=style)
+    w_eps = W.FloatSlider(value=eps * unit, min=0, max=0.4 if unit == 1 else 32, step=0.01 if unit == 1 else 1,
+                          description="ε" + ("" if unit == 1 else " (/255)"), style=style)
+    w_method = W.ToggleButtons(options=[(v, key) for key, v in METHOD_LABELS.items()], value=method,
+                               description="method", style=style)
+    img = W.Image(format="png")
+    status = W.HTML()
+
+    def update(*_):
+        import time
+
+        t0 = time.time()
+        i, m = w_index.value, w_method.value
+        xi, yi = x_all[i:i + 1], y_all[i:i + 1]
+        x_adv = paper_pgd(net, name, w_eps.value / unit, generator=torch.Generator().manual_seed(seed))(xi, yi)
+        s = 1 if m == "randdisc" else st["s"]
+        p = kl.sample_center_vectors(xi[0], m, s, st["k"], st["sigma"], n_samples, torch.Generator().manual_seed(seed))
+        q = kl.sample_center_vectors(x_adv[0], m, s, st["k"], st["sigma"], n_samples,
+                                     torch.Generator().manual_seed(seed))
+        value = kl.kl_gmm(p, q, st["k_gmm"], n_mc=20000, seed=seed)
+        both = torch.cat([p, q]).double()
+        mean = both.mean(0)
+        _, _, v = torch.linalg.svd(both - mean, full_matrices=False)
+        pp, qq = ((p.double() - mean) @ v[:2].T).numpy(), ((q.double() - mean) @ v[:2].T).numpy()
+        fig, ax = plt.subplots(figsize=(4.6, 3.6))
+        ax.scatter(pp[:, 0], pp[:, 1], s=4, alpha=0.4, label="C | X = x")
+        ax.scatter(qq[:, 0], qq[:, 1], s=4, alpha=0.4, label="C | X = x′")
+        ax.set_xlabel("PC 1")
+        ax.set_ylabel("PC 2")
+        ax.legend(fontsize=8, markerscale=3)
+        ax.set_title(f"{METHOD_LABELS[m]}, ε = {w_eps.value:g}{'' if unit == 1 else '/255'}: KL ≈ {value:.1f}",
+                     fontsize=9)
+        img.value = _png(fig)
+        status.value = f"{n_samples} samples per cloud, k_gmm = {st['k_gmm']} · update {time.time() - t0:.1f} s"
+
+    for w in (w_index, w_eps, w_method):
+        w.observe(update, names="value")
+    update()
+    box = W.VBox([W.HBox([W.VBox([w_index, w_eps]), w_method]), img, status])
+    box.add_class("vqdbook-kl-explorer")
+    return box
