@@ -1,0 +1,296 @@
+"""Throughput benchmark of the quantizers: the batched torch implementation against a per-image
+scikit-learn pipeline, on the same real images.
+
+:func:`run_bench_quantizers` returns a JSON-serialisable record (``dict``); the CLI
+(``vqdbook bench quantizers``) and the JSON record writer are meant to wrap it. Nothing here is a
+test: timings depend on the machine and on whatever else runs on it, so the record stores the
+machine's description, the load average before and after, and best-of-``repeats`` timings
+(the least-disturbed run) for both sides.
+
+Configurations (the paper's, on the [0, 1] scale, sigma = tau = 4/255):
+
+=================  =======  ====  ===  ==========
+name               dataset  s     k    beta
+=================  =======  ====  ===  ==========
+swrd_cifar_s4_k25  CIFAR-10 4     25   0.1 * 255^2
+swrd_cifar_s2_k10  CIFAR-10 2     10   0.1 * 255^2
+swrd_mnist_s2_k2   MNIST    2     2    1
+prd_cifar_s4_k25   CIFAR-10 4     25   --
+randdisc_cifar_k10 CIFAR-10 1     10   --
+=================  =======  ====  ===  ==========
+
+The baseline does per image what the papers' code does: NumPy patches, NumPy noise,
+``sklearn.cluster.KMeans(k, init="k-means++", n_init=1, tol=1e-4)`` on the noisy patches, a NumPy
+assignment (eq. (1), distances as ``||c||^2 - 2 y.c``) and, for swRD, NumPy weights and
+overlap-add (eqs. (2)-(4)). scikit-learn's k-means is multi-threaded (OpenMP); because OpenMP
+threads behave badly on a busy machine, the baseline is timed both with scikit-learn's default
+thread count and limited to one thread, and the faster of the two is the baseline
+(``baseline_img_s``), which makes the ratio conservative.
+
+Also recorded, for context: ``randn_bound_img_s``, the throughput of drawing only the Gaussian
+noise the transform needs (clustering plus assignment noise, ``2 n d`` numbers per image) with
+``torch.randn`` -- an upper bound for any implementation that draws that noise with torch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import time
+
+import numpy as np
+import torch
+
+from . import quantizers as Q
+
+__all__ = ["CONFIGS", "TARGETS", "run_bench_quantizers", "baseline_quantize", "format_table"]
+
+SIGMA = TAU = 4 / 255
+
+#: name -> (method, dataset, s, k, beta)
+CONFIGS: dict[str, tuple] = {
+    "swrd_cifar_s4_k25": ("swrd", "cifar10", 4, 25, 0.1 * 255 ** 2),
+    "swrd_cifar_s2_k10": ("swrd", "cifar10", 2, 10, 0.1 * 255 ** 2),
+    "swrd_mnist_s2_k2": ("swrd", "mnist", 2, 2, 1.0),
+    "prd_cifar_s4_k25": ("prd", "cifar10", 4, 25, None),
+    "randdisc_cifar_k10": ("randdisc", "cifar10", 1, 10, None),
+}
+
+#: The issue's targets on 2 CPU cores: minimum ratio to the baseline, minimum absolute img/s.
+TARGETS: dict[str, dict] = {
+    "swrd_cifar_s4_k25": {"min_ratio": 4.0, "min_img_s": 775.0},
+    "swrd_mnist_s2_k2": {"min_ratio": 10.0},
+    "prd_cifar_s4_k25": {"min_ratio": 20.0},
+}
+
+
+# --------------------------------------------------------------------------------------------
+# the per-image baseline (NumPy + scikit-learn)
+# --------------------------------------------------------------------------------------------
+
+def _np_patches(img, s, method):
+    """NumPy patches of one image (windows of eqs. (2)-(4) or padded patches of eq. (1))."""
+    C, H, W = img.shape
+    if method == "swrd":
+        v = np.lib.stride_tricks.sliding_window_view(img, (s, s), axis=(1, 2))  # (C, Hs, Ws, s, s)
+        return np.ascontiguousarray(v.transpose(1, 2, 0, 3, 4)).reshape(-1, C * s * s)
+    Hp, Wp = -(-H // s) * s, -(-W // s) * s
+    xp = np.zeros((C, Hp, Wp), dtype=img.dtype)
+    xp[:, :H, :W] = img
+    v = xp.reshape(C, Hp // s, s, Wp // s, s).transpose(1, 3, 0, 2, 4)
+    return np.ascontiguousarray(v).reshape(-1, C * s * s)
+
+
+def baseline_quantize(img: np.ndarray, method: str, s: int, k: int, sigma: float, tau: float,
+                      beta: float | None, rng: np.random.Generator) -> np.ndarray:
+    """One image ``(C, H, W)`` through the per-image NumPy + scikit-learn pipeline (eqs. (1)-(4))."""
+    from sklearn.cluster import KMeans
+
+    C, H, W = img.shape
+    P = _np_patches(img, s, method)
+    noisy = (P + sigma * rng.standard_normal(P.shape, dtype=np.float32)).astype(np.float32)
+    km = KMeans(n_clusters=k, init="k-means++", n_init=1, tol=1e-4,
+                random_state=int(rng.integers(2 ** 31 - 1))).fit(noisy)
+    cen = km.cluster_centers_.astype(np.float32)
+    Y = P + tau * rng.standard_normal(P.shape, dtype=np.float32)
+    labels = np.argmin((cen * cen).sum(1)[None, :] - 2.0 * (Y @ cen.T), axis=1)   # eq. (1)
+    Phat = cen[labels]
+    if method != "swrd":
+        Hp, Wp = -(-H // s) * s, -(-W // s) * s
+        out = Phat.reshape(Hp // s, Wp // s, C, s, s).transpose(2, 0, 3, 1, 4).reshape(C, Hp, Wp)
+        return np.clip(out[:, :H, :W], 0, 1)
+    Hs, Ws = H - s + 1, W - s + 1
+    score = (-beta * ((P - Phat) ** 2).sum(1)).reshape(Hs, Ws)                  # eq. (2)
+    pad = np.pad(score, s - 1, constant_values=-np.inf)
+    m = np.lib.stride_tricks.sliding_window_view(pad, (s, s)).max(axis=(2, 3))  # (H, W)
+    Pq = Phat.reshape(Hs, Ws, C, s, s)
+    num = np.zeros((C, H, W), dtype=np.float32)
+    den = np.zeros((H, W), dtype=np.float32)
+    for u in range(s):
+        for v in range(s):
+            e = np.exp(np.maximum(score - m[u:u + Hs, v:v + Ws], -80.0))        # eq. (3)
+            num[:, u:u + Hs, v:v + Ws] += Pq[:, :, :, u, v].transpose(2, 0, 1) * e
+            den[u:u + Hs, v:v + Ws] += e
+    return np.clip(num / den, 0, 1)                                            # eq. (4)
+
+
+# --------------------------------------------------------------------------------------------
+# timing
+# --------------------------------------------------------------------------------------------
+
+def _ours(x, method, s, k, beta, generator, threads):
+    """Our batched quantizer (eq. (1) or eqs. (2)-(4)) on the whole batch."""
+    if method == "swrd":
+        return Q.swrd(x, s, k, SIGMA, TAU, beta, generator, threads=threads)
+    if method == "prd":
+        return Q.prd(x, s, k, SIGMA, TAU, generator, threads=threads)
+    return Q.rand_disc(x, k, SIGMA, TAU, generator, threads=threads)
+
+
+def _n_patches(H, W, s, method):
+    """Patches per image: windows of eqs. (2)-(4) or padded patches of eq. (1)."""
+    return (H - s + 1) * (W - s + 1) if method == "swrd" else math.ceil(H / s) * math.ceil(W / s)
+
+
+def _time(fn, repeats):
+    """Best wall time of ``repeats`` runs of ``fn`` (a batch through eq. (1) / eqs. (2)-(4))."""
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _load(name, n):
+    """The first ``n`` stratified test images of ``name`` (the input of eqs. (1)-(4))."""
+    from .data import load_dataset
+
+    x, _ = load_dataset(name, "test", n=n)
+    return torch.as_tensor(np.asarray(x, dtype=np.float32))
+
+
+def _machine():
+    """What ran the benchmark of eq. (1) / eqs. (2)-(4): platform, versions, CPU, threads."""
+    info = {"platform": platform.platform(), "python": platform.python_version(),
+            "torch": torch.__version__, "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads()}
+    try:
+        import sklearn
+
+        info["sklearn"] = sklearn.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:  # pragma: no cover
+        pass
+    return info
+
+
+def run_bench_quantizers(n_images: int = 256, seed: int = 0, *, n_baseline: int | None = 64,
+                         repeats: int = 3, configs: list[str] | None = None,
+                         threads: int | None = None) -> dict:
+    """Time every configuration of :data:`CONFIGS`: ours (batched) vs the per-image baseline.
+
+    Parameters
+    ----------
+    n_images : images per configuration for our implementation (the first ``n_images`` of the
+        stratified test subset of the dataset).
+    seed : seeds our generator and the baseline's NumPy generator.
+    n_baseline : images for the (slow) baseline, the first ``n_baseline`` of the same images
+        (``None``: all ``n_images``).
+    repeats : each measurement is repeated and the fastest run kept.
+    configs : subset of :data:`CONFIGS` names (default: all).
+    threads : worker threads for ours (default: auto -- up to ``torch.get_num_threads()`` as far
+        as the machine has idle cores; see :func:`vqdbook.kmeans._map_chunks`). ``ours_single_thread``
+        is always measured with one thread.
+
+    Returns a dict: ``{"benchmark": "quantizers", "params": {...}, "machine": {...},
+    "load_avg_before": [...], "load_avg_after": [...], "configs": {name: {"ours_img_s",
+    "ours_single_thread_img_s", "baseline_img_s", "baseline_default_threads_img_s",
+    "baseline_single_thread_img_s", "ratio", "ratio_single_thread", "randn_bound_img_s", "target",
+    "meets_target", ...}}}``. ``ratio`` is ours (default threads) over the better baseline setting;
+    ``ratio_single_thread`` compares both sides on one thread (the fair figure on a busy machine).
+    """
+    from threadpoolctl import threadpool_limits
+
+    names = list(CONFIGS) if configs is None else list(configs)
+    unknown = [c for c in names if c not in CONFIGS]
+    if unknown:
+        raise ValueError(f"configs must be names from {list(CONFIGS)}, got {unknown}")
+    n_base = n_images if n_baseline is None else min(int(n_baseline), n_images)
+    record = {
+        "benchmark": "quantizers",
+        "params": {"n_images": n_images, "n_baseline": n_base, "seed": seed, "repeats": repeats,
+                   "sigma": SIGMA, "tau": TAU,
+                   "threads": "auto" if threads is None else threads,
+                   "torch_threads": torch.get_num_threads()},
+        "machine": _machine(),
+        "load_avg_before": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "configs": {},
+    }
+    data = {}
+    prev_threads = torch.get_num_threads()
+    for name in names:
+        method, ds, s, k, beta = CONFIGS[name]
+        if ds not in data:
+            data[ds] = _load(ds, n_images)
+        x = data[ds]
+        B, C, H, W = x.shape
+        n, d = _n_patches(H, W, s, method), C * s * s
+        g = torch.Generator().manual_seed(seed)
+
+        _ours(x[: min(B, 32)], method, s, k, beta, g, threads)        # warm-up
+        t_ours = _time(lambda: _ours(x, method, s, k, beta, g, threads), repeats)
+        torch.set_num_threads(1)
+        try:
+            t_ours1 = _time(lambda: _ours(x, method, s, k, beta, g, 1), repeats)
+        finally:
+            torch.set_num_threads(prev_threads)
+
+        cs = Q.default_chunk_size(n, d, "cpu")
+        chunks = [min(cs, B - i) for i in range(0, B, cs)]
+        t_randn = _time(lambda: [torch.randn((2, c, n, d), generator=g) for c in chunks], repeats)
+
+        xb = x[:n_base].numpy()
+
+        def base():
+            rng = np.random.default_rng(seed)
+            for img in xb:
+                baseline_quantize(img, method, s, k, SIGMA, TAU, beta, rng)
+
+        base()                                                           # warm-up (imports)
+        t_base = _time(base, repeats)
+        with threadpool_limits(limits=1):
+            t_base1 = _time(base, repeats)
+
+        ours = B / t_ours
+        b_default, b_single = n_base / t_base, n_base / t_base1
+        baseline = max(b_default, b_single)
+        entry = {
+            "method": method, "dataset": ds, "s": s, "k": k, "beta": beta,
+            "n_patches": n, "patch_dim": d, "chunk_size": cs,
+            "ours_img_s": ours, "ours_single_thread_img_s": B / t_ours1,
+            "baseline_img_s": baseline, "baseline_default_threads_img_s": b_default,
+            "baseline_single_thread_img_s": b_single,
+            "ratio": ours / baseline,
+            "ratio_single_thread": (B / t_ours1) / b_single,
+            "randn_bound_img_s": B / t_randn,
+        }
+        tgt = TARGETS.get(name)
+        if tgt:
+            entry["target"] = tgt
+            entry["meets_target"] = bool(entry["ratio"] >= tgt.get("min_ratio", 0)
+                                         and ours >= tgt.get("min_img_s", 0))
+        record["configs"][name] = entry
+    record["load_avg_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    return record
+
+
+def format_table(record: dict) -> str:
+    """A plain-text table of a :func:`run_bench_quantizers` record (eq. (1) / eqs. (2)-(4) timings)."""
+    rows = [("config", "ours img/s", "ours 1-thr", "baseline img/s", "ratio", "ratio 1-thr",
+             "randn bound", "target")]
+    for name, e in record["configs"].items():
+        tgt = e.get("target")
+        t = "-" if not tgt else ("ok" if e["meets_target"] else "MISSED") + " " + ", ".join(
+            f"{a}={b:g}" for a, b in tgt.items())
+        rows.append((name, f"{e['ours_img_s']:.0f}", f"{e['ours_single_thread_img_s']:.0f}",
+                     f"{e['baseline_img_s']:.0f}", f"{e['ratio']:.1f}x", f"{e['ratio_single_thread']:.1f}x",
+                     f"{e['randn_bound_img_s']:.0f}", t))
+    w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w[i]) for i, c in enumerate(r)) for r in rows)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import json
+
+    rec = run_bench_quantizers()
+    print(format_table(rec))
+    print(json.dumps(rec, indent=1))

@@ -1,0 +1,613 @@
+"""Batched k-means in PyTorch: many independent clustering problems at once.
+
+The quantizers of Dong & Mao (arXiv 2305.13651) cluster the (noisy) patches of *each image*
+separately (Section 3.1: "The noisy patches are then clustered into k clusters"; Section 3.2:
+"Similar to that in pRD, a set c of k cluster centers ... are obtained"). Done per image with
+scikit-learn this is the bottleneck of every experiment, so :func:`kmeans` solves a batch of
+``B`` independent problems ``X[b]`` (``n`` points in ``R^d`` each) with one tensor program:
+
+* **initialisation** -- scikit-learn's *greedy* k-means++ (``2 + int(ln k)`` candidate centres
+  per step, drawn by D^2 sampling; the candidate that most lowers the potential wins), or
+  ``"random"`` (k distinct points, like scikit-learn's ``init="random"``), or given centres;
+* **Lloyd iterations** with scikit-learn's stopping rule: stop when the labels do not change
+  ("strict convergence") or when the squared centre shift summed over all centres is
+  ``<= tol * mean_j Var(X[:, j])`` (``sklearn.cluster._kmeans._tolerance``), per problem;
+  problems that have converged leave the batch, so late stragglers do not cost the whole batch;
+* **empty clusters** are re-seeded as scikit-learn does (``_relocate_empty_clusters_dense``):
+  the points farthest from their centre become the centres of the empty clusters;
+* a **final E-step** after tolerance-based convergence (or ``max_iter``), so labels match the
+  returned centres, and ``inertia`` is the sum of squared distances of the points to the centres
+  of their labels -- the same semantics as ``KMeans.inertia_``.
+
+Distances are computed as batched matrix products, ``||x||^2 - 2 x.c + ||c||^2`` (``baddbmm``), and
+the centre sums of the M-step with one ``index_add_`` over the flattened batch.
+
+Everything runs on the device of ``X``; the only Python loops are over k-means++ steps, Lloyd
+iterations and chunks of problems (a few dozen problems per chunk on CPU, all of them on GPU),
+never over single problems. On CPU the chunks run on worker threads (:func:`_map_chunks`).
+Randomness comes from ``generator`` (or torch's global RNG), one derived generator per chunk,
+so ``torch.manual_seed`` makes results reproducible.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import numbers
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+
+__all__ = ["kmeans", "kmeans_plusplus", "tolerance", "n_local_trials", "default_chunk_size"]
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+
+def n_local_trials(k: int) -> int:
+    """Number of candidate centres per greedy k-means++ step: ``2 + int(ln k)`` (scikit-learn)."""
+    return 2 + int(math.log(k))
+
+
+def tolerance(X: torch.Tensor, tol: float) -> torch.Tensor:
+    """Per-problem absolute tolerance ``tol * mean_j Var(X[b, :, j])`` (shape ``(B,)``).
+
+    This is ``sklearn.cluster._kmeans._tolerance`` (population variance of every feature, averaged
+    over features, times ``tol``) applied to each problem of the batch separately. Used by the
+    Lloyd iterations of :func:`kmeans`, which cluster the patches of eq. (1) / eqs. (2)-(4).
+    """
+    return _tolerance(X, _sq_norms(X), tol)
+
+
+def _tolerance(X, x_sq, tol):
+    """:func:`tolerance` given the squared norms: ``tol * mean_j Var(X[:, j]) =
+    tol * (mean_i ||x_i||^2 - ||mean_i x_i||^2) / d``, accumulated in float64."""
+    B, n, d = X.shape
+    if tol == 0:
+        return X.new_zeros(B)
+    mean = X.mean(1, dtype=torch.float64)
+    var = (x_sq.mean(1, dtype=torch.float64) - (mean * mean).sum(1)) / d
+    return (var.clamp(min=0) * tol).to(X.dtype)
+
+
+def _sq_norms(X: torch.Tensor) -> torch.Tensor:
+    """``||x_i||^2`` of every point, shape ``(B, n)`` (for the distances of eq. (1))."""
+    return (X * X).sum(2)
+
+
+def _first_argmin(D: torch.Tensor, vals: torch.Tensor) -> torch.Tensor:
+    """Index of the first minimum of ``D`` along dim 1, given ``vals = D.amin(1)``: the argmin of
+    eq. (1) (and of the k-means E-step). Overwrites ``D``.
+
+    ``torch.min(D, dim=1)`` is slow on CPU for reductions over a non-innermost dimension, and so
+    are comparisons that produce bool tensors; this formulation (a fast ``amin``, an in-place
+    float comparison, a weighting that favours lower indices and an ``amax``) is several times
+    faster and keeps scikit-learn's rule: among exact ties, the lowest index wins.
+    """
+    k = D.shape[1]
+    w = torch.arange(k, 0, -1, dtype=D.dtype, device=D.device).view(1, k, *([1] * (D.dim() - 2)))
+    top = D.le_(vals.unsqueeze(1)).mul_(w).amax(dim=1)                # k - (first argmin)
+    return top.neg_().add_(k).long()
+
+
+def _take_rows(X: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``X[b, idx[b, j]]`` for ``X (B, n, d)`` contiguous and ``idx (B, m)``: ``(B, m, d)`` (e.g.
+    the quantized patches ``p_hat`` of eq. (1) from the codebook and the labels).
+
+    One ``index_select`` on the flattened batch (much faster on CPU than advanced indexing).
+    """
+    B, n, d = X.shape
+    off = torch.arange(B, device=X.device)[:, None] * n
+    return X.reshape(B * n, d).index_select(0, (idx + off).reshape(-1)).view(B, idx.shape[1], d)
+
+
+def _check_X(X, name="X"):
+    """``X``: a finite float tensor ``(B, n, d)`` (e.g. the noisy patches clustered before eq. (1))."""
+    if not isinstance(X, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (B, n, d), got {type(X).__name__}")
+    if X.dim() != 3:
+        raise ValueError(f"{name} must be 3-D (B, n, d): a batch of B problems of n points in R^d; "
+                         f"got shape {tuple(X.shape)}")
+    if not X.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {X.dtype}")
+    if X.shape[0] < 1 or X.shape[1] < 1 or X.shape[2] < 1:
+        raise ValueError(f"{name} must have B >= 1, n >= 1, d >= 1; got shape {tuple(X.shape)}")
+    if not bool(torch.isfinite(X).all()):
+        raise ValueError(f"{name} must be finite (no NaN or inf)")
+
+
+def _check_int(value, name, low, high=None):
+    """An int (not bool) in ``[low, high]`` (e.g. ``k``, the codebook size of eq. (1))."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    value = int(value)
+    if value < low or (high is not None and value > high):
+        rng = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be {rng}, got {value}")
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# chunks of problems on worker threads
+# --------------------------------------------------------------------------------------------
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """The shared worker pool that runs chunks of clustering problems (eq. (1) codebooks)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL._max_workers < workers:
+            _POOL = ThreadPoolExecutor(workers, thread_name_prefix="vqdbook-kmeans")
+        return _POOL
+
+
+def _chunk_seeds(n: int, generator, device) -> list[int]:
+    """One 62-bit seed per chunk, drawn from ``generator`` (or torch's global RNG); each chunk's
+    generator then draws its clustering noise, k-means++ numbers and eq. (1) noise."""
+    if generator is not None:
+        dev = generator.device
+    else:
+        dev = torch.device(device)
+        if dev.type != "cuda":
+            dev = torch.device("cpu")
+    return torch.randint(0, 2 ** 62, (n,), generator=generator, device=dev).tolist()
+
+
+def _idle_jiffies():
+    """System-wide idle + iowait time in clock ticks (Linux ``/proc/stat``), or None."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return int(fields[4]) + int(fields[5])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _map_chunks(fn, B: int, chunk: int, generator, device, threads):
+    """``[fn(start, stop, chunk_generator) for each chunk of range(B)]``, under ``no_grad`` -- how
+    the codebooks of eq. (1) / eqs. (2)-(4) of many images are computed, a chunk at a time.
+
+    Every chunk gets its own ``torch.Generator``, seeded from ``generator`` (or torch's global RNG,
+    so ``torch.manual_seed`` makes runs reproducible), hence results do not depend on how chunks
+    are scheduled or on the number of threads. On GPU, chunks run one after the other.
+
+    On CPU, torch's intra-op parallelism is set to 1 for the duration of the call (and restored
+    after) and whole chunks run on worker threads instead: that scales better than many small
+    parallel operations, and OpenMP teams of small operations stall badly when the machine is
+    oversubscribed. ``threads`` is the number of workers; ``None`` (the default) means *auto*:
+    the first chunk runs on the calling thread while the idle CPU time of the machine is measured
+    (``/proc/stat``), and the remaining chunks use up to ``torch.get_num_threads()`` workers only
+    as far as there were idle cores -- on a machine busy with other work, extra workers only
+    fight over the GIL and the cores.
+    """
+    device = torch.device(device)
+    starts = list(range(0, B, chunk))
+    seeds = _chunk_seeds(len(starts), generator, device)
+
+    def work(i):
+        g = torch.Generator(device=device)
+        g.manual_seed(seeds[i])
+        with torch.no_grad():
+            return fn(starts[i], min(B, starts[i] + chunk), g)
+
+    if device.type != "cpu":
+        return [work(i) for i in range(len(starts))]
+    with _single_intra_op() as prev:
+        results = []
+        if threads is None:
+            max_workers = min(prev, len(starts))
+            if max_workers > 1:
+                j0, t0 = _idle_jiffies(), time.perf_counter()
+                results.append(work(0))
+                j1, t1 = _idle_jiffies(), time.perf_counter()
+                if j0 is None or j1 is None:
+                    workers = max_workers
+                else:
+                    idle = (j1 - j0) / _CLK_TCK / max(t1 - t0, 1e-9)   # idle cores, on average
+                    workers = max(1, min(max_workers, 1 + int(idle + 0.25)))
+            else:
+                workers = 1
+        else:
+            workers = min(int(threads), len(starts))
+        rest = range(len(results), len(starts))
+        if workers <= 1:
+            results.extend(work(i) for i in rest)
+        else:
+            results.extend(_pool(workers).map(work, rest))
+        return results
+
+
+def _cpu_intra_op_1(fn):
+    """Decorator: run ``fn(x, ...)`` with torch's intra-op threads at 1 when ``x`` is a CPU
+    tensor (validation, chunking and concatenation included; see :func:`_map_chunks` for why)."""
+    @functools.wraps(fn)
+    def wrapper(x, *args, **kwargs):
+        if isinstance(x, torch.Tensor) and x.device.type == "cpu":
+            with _single_intra_op():
+                return fn(x, *args, **kwargs)
+        return fn(x, *args, **kwargs)
+    return wrapper
+
+
+_INTRA_LOCK = threading.Lock()
+_INTRA_DEPTH = 0
+_INTRA_PREV = 1
+
+
+@contextlib.contextmanager
+def _single_intra_op():
+    """Set torch's intra-op threads to 1 while any caller is inside; yields the previous count.
+
+    Re-entrant and safe when several threads call the quantizers at once: the first to enter
+    saves the count, the last to leave restores it.
+    """
+    global _INTRA_DEPTH, _INTRA_PREV
+    with _INTRA_LOCK:
+        if _INTRA_DEPTH == 0:
+            _INTRA_PREV = torch.get_num_threads()
+            if _INTRA_PREV != 1:
+                torch.set_num_threads(1)
+        _INTRA_DEPTH += 1
+        prev = _INTRA_PREV
+    try:
+        yield prev
+    finally:
+        with _INTRA_LOCK:
+            _INTRA_DEPTH -= 1
+            if _INTRA_DEPTH == 0 and _INTRA_PREV != 1:
+                torch.set_num_threads(_INTRA_PREV)
+
+
+try:
+    _CLK_TCK = os.sysconf("SC_CLK_TCK")
+except (AttributeError, ValueError, OSError):  # pragma: no cover
+    _CLK_TCK = 100
+
+
+#: Default CPU chunk: about this many point coordinates (problems * points * dimension) per
+#: chunk, so a chunk's working set stays in cache while per-operation overhead is amortised
+#: (32 images for swRD CIFAR-10 s=4, 128 for pRD CIFAR-10 s=4 or swRD MNIST s=2).
+CHUNK_FLOATS = 1_300_000
+CHUNK_MIN, CHUNK_MAX = 16, 128
+#: Problems (images) per chunk on GPU (one chunk is one set of kernel launches: make it large).
+DEFAULT_CHUNK_SIZE_GPU = 4096
+
+
+def default_chunk_size(n_points: int, dim: int, device="cpu") -> int:
+    """The chunk size used when ``chunk_size=None``: on CPU ``CHUNK_FLOATS / (n_points * dim)``
+    clamped to ``[CHUNK_MIN, CHUNK_MAX]``; on GPU :data:`DEFAULT_CHUNK_SIZE_GPU`. It depends on
+    the problem size only -- not on the batch size or the thread count -- so a seed gives the same
+    sample on any machine. (For the quantizers a problem is an image and its points are the
+    patches of eq. (1) / eqs. (2)-(4).)"""
+    if torch.device(device).type != "cpu":
+        return DEFAULT_CHUNK_SIZE_GPU
+    return min(max(CHUNK_FLOATS // max(1, n_points * dim), CHUNK_MIN), CHUNK_MAX)
+
+
+# --------------------------------------------------------------------------------------------
+# initialisation
+# --------------------------------------------------------------------------------------------
+
+def _kmeanspp(X, x_sq, k, generator, trials):
+    """Greedy k-means++ (scikit-learn's) seeding of the codebooks of eq. (1) / eqs. (2)-(4);
+    returns centre indices ``(B, k)`` (long). See :func:`kmeans_plusplus`."""
+    B, n, d = X.shape
+    dev = X.device
+    T = int(trials)
+    Xt = X.transpose(1, 2)                                           # (B, d, n) view
+    ar = torch.arange(B, device=dev)
+    idx = torch.empty((B, k), dtype=torch.long, device=dev)
+    first = torch.randint(n, (B,), generator=generator, device=dev)
+    idx[:, 0] = first
+    c0 = X[ar, first]                                                # (B, d)
+    closest = torch.baddbmm(x_sq[:, None, :], c0[:, None, :], Xt, alpha=-2.0).squeeze(1)
+    closest.add_(x_sq[ar, first][:, None]).clamp_(min=0)             # (B, n) squared distances
+    pot = closest.sum(1)
+    if k == 1:
+        return idx
+    # the uniforms of all k - 1 steps in one draw (same distribution as step-by-step draws)
+    uni = torch.rand((B, k - 1, T), generator=generator, device=dev, dtype=X.dtype)
+    rowsT = ar * T                                                   # row of problem b in (B*T, n)
+    for c in range(1, k):
+        cum = torch.cumsum(closest, dim=1)
+        r = uni[:, c - 1] * pot[:, None]                              # (B, T)
+        cand = torch.searchsorted(cum, r).clamp_(max=n - 1)          # (B, T): D^2 sampling
+        # squared distances of the T candidates to all points: ||x||^2 + ||c||^2 - 2 c.x
+        dist = torch.add(x_sq[:, None, :], x_sq.gather(1, cand)[:, :, None])     # (B, T, n)
+        dist.baddbmm_(_take_rows(X, cand), Xt, alpha=-2.0)
+        torch.minimum(dist, closest[:, None, :], out=dist)
+        cpot = dist.sum(2)                                           # potential per candidate
+        best = cpot.argmin(1)                                        # (B,)
+        closest = dist.view(B * T, n).index_select(0, rowsT + best).clamp_(min=0)
+        pot = cpot.gather(1, best[:, None]).squeeze(1)
+        idx[:, c] = cand.gather(1, best[:, None]).squeeze(1)
+    return idx
+
+
+@_cpu_intra_op_1
+def kmeans_plusplus(X: torch.Tensor, k: int, *, generator: torch.Generator | None = None,
+                    n_trials: int | None = None) -> torch.Tensor:
+    """Greedy k-means++ seeding (scikit-learn's ``_kmeans_plusplus``), batched over problems.
+
+    The first centre is a uniformly drawn point; each further centre is the best of
+    ``2 + int(ln k)`` candidates drawn with probability proportional to the squared distance to
+    the nearest centre so far (D^2 sampling), "best" meaning the lowest resulting potential
+    ``sum_i min_j ||x_i - c_j||^2``. Seeds the clustering of the noisy patches of eq. (1) and
+    eqs. (2)-(4). Returns the centre indices, shape ``(B, k)``.
+    """
+    _check_X(X)
+    B, n, d = X.shape
+    k = _check_int(k, "k", 1, n)
+    T = n_local_trials(k) if n_trials is None else _check_int(n_trials, "n_trials", 1)
+    with torch.no_grad():
+        X = X.detach().contiguous()
+        return _kmeanspp(X, _sq_norms(X), k, generator, T)
+
+
+# --------------------------------------------------------------------------------------------
+# Lloyd
+# --------------------------------------------------------------------------------------------
+
+def _estep(X, C, koff):
+    """E-step for centres ``C (B, k, d)``: the nearest-centre rule of eq. (1) without noise.
+
+    Returns ``flat (B, n)`` -- ``b*k + label`` (the label offset into the flattened batch) -- and
+    ``vals (B, n)`` = ``min_j ||c_j||^2 - 2 x.c_j``; ``koff`` is ``b*k + k`` per problem ``(B, 1)``.
+    Labels are the *first* nearest centre among exact ties, as in scikit-learn.
+    """
+    k = C.shape[1]
+    c_sq = torch.linalg.vecdot(C, C)
+    D = torch.baddbmm(c_sq[:, :, None], C, X.transpose(1, 2), alpha=-2.0)   # (B, k, n)
+    vals = torch.amin(D, dim=1)
+    w = torch.arange(k, 0, -1, dtype=D.dtype, device=D.device).view(1, k, 1)
+    top = D.le_(vals.unsqueeze(1)).mul_(w).amax(dim=1)              # k - (first argmin)
+    return koff - top.long(), vals
+
+
+def _mstep(X, x_sq, flat, k, vals):
+    """M-step: new centres ``(B, k, d)`` (means of the points of each cluster), with
+    scikit-learn's empty-cluster relocation -- the codebook of eq. (1) as Lloyd refines it."""
+    B, n, d = X.shape
+    f = flat.view(-1)
+    if X.device.type == "cpu":
+        sums = X.new_zeros((B * k, d)).index_add_(0, f, X.view(B * n, d)).view(B, k, d)
+    else:
+        # on GPUs index_add_ accumulates floats with atomics (run-to-run bit differences);
+        # a one-hot matrix product is deterministic
+        base = torch.arange(B, device=X.device)[:, None] * k
+        onehot = X.new_zeros((B, k, n)).scatter_(1, (flat - base)[:, None, :], 1.0)
+        sums = torch.bmm(onehot, X)
+    counts = torch.bincount(f, minlength=B * k).view(B, k)
+    if int(counts.min()) == 0:
+        counts = counts.to(X.dtype)
+        labels = flat - torch.arange(B, device=X.device)[:, None] * k
+        _relocate_empty(sums, counts, counts == 0, X, x_sq, labels, vals)
+        return sums.div_(counts.clamp_(min=1)[:, :, None])
+    return sums.div_(counts[:, :, None])
+
+
+def _relocate_empty(sums, counts, empty, X, x_sq, labels, vals):
+    """scikit-learn's ``_relocate_empty_clusters_dense``, vectorised over the problems (keeps all
+    ``k`` entries of the eq. (1) codebook in use).
+
+    For a problem with ``m`` empty clusters, its ``m`` points farthest from their (old) centre
+    become the new centres of the empty clusters (in order), and are removed from the sums of the
+    clusters they were in. Labels are not changed (as in scikit-learn).
+    """
+    rows = empty.any(1).nonzero().squeeze(1)                         # problems with empties
+    emp = empty[rows]                                                # (R, k)
+    m = emp.sum(1)                                                   # (R,)
+    M = int(m.max())
+    dist = (vals[rows] + x_sq[rows]).clamp(min=0)                    # (R, n) squared distances
+    far = torch.topk(dist, M, dim=1).indices                         # (R, M), farthest first
+    # empty cluster ids in increasing order: a stable sort of ~emp puts the empties first
+    emp_ids = torch.sort((~emp).to(torch.int8), dim=1, stable=True).indices[:, :M]   # (R, M)
+    valid = torch.arange(M, device=rows.device)[None, :] < m[:, None]
+    r_idx = rows[:, None].expand_as(far)[valid]
+    far_v = far[valid]
+    new_v = emp_ids[valid]
+    old_v = labels[r_idx, far_v]
+    pts = X[r_idx, far_v]                                            # (V, d)
+    ones = counts.new_ones(pts.shape[0])
+    sums.index_put_((r_idx, old_v), -pts, accumulate=True)
+    counts.index_put_((r_idx, old_v), -ones, accumulate=True)
+    sums[r_idx, new_v] = pts                                         # centre = that point
+    counts[r_idx, new_v] = 1.0
+
+
+def _lloyd(X, x_sq, centers, tol_b, max_iter):
+    """Batched Lloyd iterations with scikit-learn's stopping rule (the codebooks of eq. (1) /
+    eqs. (2)-(4)); see :func:`kmeans`.
+
+    Per problem, as ``sklearn.cluster._kmeans._kmeans_single_lloyd``: iteration ``i`` assigns the
+    points to the current centres (E-step) and recomputes the centres (M-step); it stops when the
+    labels equal the previous iteration's ("strict convergence"), or when the squared centre
+    shift summed over all centres is ``<= tol_b`` -- then one more E-step makes the labels match
+    the final centres -- or after ``max_iter`` iterations (also followed by an E-step).
+    Finished problems are recorded and, once a quarter of the batch is finished, dropped from it.
+    """
+    B, n, d = X.shape
+    k = centers.shape[1]
+    dev = X.device
+    out_c = centers.new_empty((B, k, d))
+    out_l = torch.empty((B, n), dtype=torch.long, device=dev)
+    out_it = torch.zeros(B, dtype=torch.long, device=dev)
+
+    slot = torch.arange(B, device=dev)               # batch slot -> problem index
+    koff = slot[:, None] * k + k
+    alive = torch.ones(B, dtype=torch.bool, device=dev)
+    finishing = None                                 # slots whose final E-step is due
+    C = centers
+    flat_old = None
+    tol_c = tol_b
+
+    def record(where, cents, flat, n_it):
+        p = slot[where]
+        out_c[p] = cents[where]
+        out_l[p] = flat[where] - (koff[where] - k)
+        out_it[p] = n_it
+
+    it = 0
+    while True:
+        flat, vals = _estep(X, C, koff)
+        if finishing is not None:
+            # tolerance-converged (or max_iter) last iteration: this E-step with the final centres
+            # gives the final labels (scikit-learn reruns it too)
+            record(finishing, C, flat, it)
+            alive[finishing] = False
+            finishing = None
+            if not bool(alive.any()):
+                break
+        new = _mstep(X, x_sq, flat, k, vals)
+        it += 1
+        shift = torch.sub(new, C).square_().sum((1, 2))
+        conv_tol = shift <= tol_c
+        if flat_old is None:
+            strict = torch.zeros_like(conv_tol)
+        else:
+            strict = (flat == flat_old).all(1)
+        strict &= alive
+        done = alive & (strict | conv_tol) if it < max_iter else alive.clone()
+        if bool(done.any()):
+            s_idx = strict.nonzero().squeeze(1)
+            if s_idx.numel():
+                record(s_idx, new, flat, it)
+                alive[s_idx] = False
+            fin = (done & ~strict).nonzero().squeeze(1)
+            if fin.numel():
+                finishing = fin
+            n_live = int(alive.sum())
+            if n_live == 0:
+                break
+            # drop finished problems from the batch once a quarter of its slots are finished
+            if 4 * n_live <= 3 * alive.numel():
+                keep = alive.nonzero().squeeze(1)
+                K = keep.numel()
+                if finishing is not None:
+                    finishing = torch.searchsorted(keep, finishing)
+                # flat = b*k + label for slot b: re-base on the new slot numbers
+                rebase = ((torch.arange(K, device=dev) - keep) * k)[:, None]
+                X, x_sq, slot, tol_c = X[keep], x_sq[keep], slot[keep], tol_c[keep]
+                new, flat = new[keep], flat[keep] + rebase
+                koff = torch.arange(K, device=dev)[:, None] * k + k
+                alive = torch.ones(K, dtype=torch.bool, device=dev)
+        C = new
+        flat_old = flat
+    return out_c, out_l, out_it
+
+
+def _kmeans_core(X, k, *, init="k-means++", generator=None, max_iter=100, tol=1e-4):
+    """k-means of contiguous ``X (B, n, d)`` (the codebooks of eq. (1) / eqs. (2)-(4)); returns
+    ``(centers, labels, n_iter)``.
+
+    No argument checking: the public :func:`kmeans` and the quantizers check their inputs.
+    """
+    B, n, d = X.shape
+    dev = X.device
+    x_sq = _sq_norms(X)
+    if isinstance(init, torch.Tensor):
+        centers = init.detach().to(dtype=X.dtype, device=dev).clone()
+    elif init == "k-means++":
+        centers = _take_rows(X, _kmeanspp(X, x_sq, k, generator, n_local_trials(k)))
+    else:  # "random": k distinct points, uniformly (scikit-learn's init="random")
+        r = torch.rand((B, n), generator=generator, device=dev)
+        centers = _take_rows(X, torch.argsort(r, dim=1)[:, :k])
+    return _lloyd(X, x_sq, centers, _tolerance(X, x_sq, tol), max_iter)
+
+
+def _inertia(X, centers, labels):
+    """Sum of squared distances of every point to the centre of its label, per problem (k-means'
+    objective for the codebook of eq. (1); ``KMeans.inertia_``)."""
+    diff = X - _take_rows(centers.contiguous(), labels)
+    return (diff * diff).sum((1, 2))
+
+
+@_cpu_intra_op_1
+def kmeans(X: torch.Tensor, k: int, *, max_iter: int = 100, tol: float = 1e-4,
+           init: str | torch.Tensor = "k-means++", generator: torch.Generator | None = None,
+           return_n_iter: bool = False, chunk_size: int | None = None, threads: int | None = None):
+    """Cluster each of ``B`` independent point sets ``X[b]`` (n points in R^d) into ``k`` clusters.
+
+    This is the clustering step of the quantizers: pRD clusters the noisy patches before
+    eq. (1), swRD the noisy sliding-window patches before eqs. (2)-(4), and RandDisc (the s = 1
+    case of eq. (1)) the noisy pixels. It reproduces ``sklearn.cluster.KMeans(k,
+    init="k-means++", n_init=1, tol=tol, max_iter=max_iter, algorithm="lloyd")`` on each problem
+    (up to the random numbers drawn), but all problems are solved at once.
+
+    Parameters
+    ----------
+    X : tensor (B, n, d), floating point, finite
+        ``B`` independent problems. Any device; all work happens there.
+    k : int in [1, n]
+        Number of clusters.
+    max_iter : int >= 1
+        Maximum number of Lloyd iterations per problem.
+    tol : float >= 0
+        Relative tolerance: a problem stops when the squared centre shift, summed over centres,
+        is ``<= tol * mean_j Var(X[b, :, j])`` (scikit-learn's ``_tolerance``), or when its labels
+        did not change (strict convergence). Converged problems leave the batch.
+    init : "k-means++" | "random" | tensor (B, k, d)
+        Greedy k-means++ (scikit-learn's, ``2 + int(ln k)`` local trials), ``k`` distinct points
+        drawn uniformly, or explicit initial centres.
+    generator : torch.Generator, optional
+        Source of randomness (on ``X``'s device); torch's global RNG when ``None``.
+    return_n_iter : bool
+        Also return the number of Lloyd iterations each problem ran (as ``KMeans.n_iter_``).
+    chunk_size : int, optional
+        Problems per chunk (default :func:`default_chunk_size`, which depends on ``n`` and ``d``
+        only). Each chunk draws its random numbers from its own generator, seeded from
+        ``generator``; so for a given seed the result depends on the chunk size, but not on
+        ``threads`` or the machine.
+    threads : int, optional
+        CPU worker threads, each running whole chunks; default: as many as
+        ``torch.get_num_threads()`` and the machine's idle cores allow (see :func:`_map_chunks`).
+        torch's intra-op parallelism is 1 during the call.
+
+    Returns
+    -------
+    centers : tensor (B, k, d)
+    labels : long tensor (B, n) -- index of the nearest centre (after a final E-step)
+    inertia : tensor (B,) -- ``sum_i ||X[b, i] - centers[b, labels[b, i]]||^2``
+    n_iter : long tensor (B,) -- only with ``return_n_iter=True``
+    """
+    _check_X(X)
+    B, n, d = X.shape
+    k = _check_int(k, "k", 1, n)
+    max_iter = _check_int(max_iter, "max_iter", 1)
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
+        raise TypeError(f"tol must be a real number >= 0, got {tol!r}")
+    if not (tol >= 0 and math.isfinite(tol)):
+        raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    if isinstance(init, torch.Tensor):
+        if tuple(init.shape) != (B, k, d):
+            raise ValueError(f"init tensor must have shape (B, k, d) = {(B, k, d)}, "
+                             f"got {tuple(init.shape)}")
+    elif init not in ("k-means++", "random"):
+        raise ValueError(f"init must be 'k-means++', 'random' or a (B, k, d) tensor, got {init!r}")
+    if threads is not None:
+        threads = _check_int(threads, "threads", 1)
+    cs = default_chunk_size(n, d, X.device) if chunk_size is None else _check_int(chunk_size, "chunk_size", 1)
+    X = X.detach().contiguous()
+    init_t = init.detach() if isinstance(init, torch.Tensor) else None
+
+    def run(a, b, g):
+        Xc = X[a:b]
+        c, l, it = _kmeans_core(Xc, k, init=init if init_t is None else init_t[a:b], generator=g,
+                                max_iter=max_iter, tol=float(tol))
+        return c, l, _inertia(Xc, c, l), it
+
+    parts = _map_chunks(run, B, cs, generator, X.device, threads)
+    centers, labels, inertia, n_iter = (torch.cat([p[i] for p in parts]) for i in range(4))
+    if return_n_iter:
+        return centers, labels, inertia, n_iter
+    return centers, labels, inertia

@@ -1,0 +1,638 @@
+"""The vector quantizers of Dong & Mao (arXiv 2305.13651): RandDisc, pRD and swRD, batched.
+
+Every quantizer maps a batch of images ``x`` of shape ``(B, C, H, W)`` with values in ``[0, 1]``
+to a randomly quantized batch of the same shape, in three steps (Section 3):
+
+1. **patches** -- pixels (RandDisc), non-overlapping ``s x s`` patches (pRD, Section 3.1) or all
+   stride-1 ``s x s`` windows (swRD, Section 3.2), each a vector in ``R^(C s^2)``;
+2. **codebook** -- clustering noise ``sigma * N(0, I)`` is added to every patch and the noisy patches
+   of each image are clustered into ``k`` centres by k-means (greedy k-means++ seeding, as
+   scikit-learn; :func:`vqdbook.kmeans.kmeans`), one clustering per image;
+3. **assignment** -- fresh assignment noise ``tau * N(0, I)`` is added to every patch and each patch
+   is replaced by the centre nearest to its noisy version, eq. (1); swRD then blends the
+   overlapping quantized windows pixel by pixel with weights ``softmax(-beta ||p - p_hat||^2)``,
+   eqs. (2)-(4).
+
+Conventions (decisions documented here once, referred to everywhere)
+--------------------------------------------------------------------
+* **Scale.** All images and all parameters are on the ``[0, 1]`` scale. The paper quotes MNIST on
+  ``[0, 1]`` (sigma = tau = 4/255, beta = 1) but CIFAR-10 / SVHN on the 0-255 scale (sigma = tau = 4,
+  beta = 0.1 resp. 0.5). Noise levels and attack radii convert by dividing by 255; beta multiplies
+  the *squared* distance, so it converts by multiplying by ``255**2``: CIFAR-10 beta = 0.1 * 255^2 =
+  6502.5, SVHN beta = 0.5 * 255^2 = 32512.5. :func:`from_paper_scale` does the conversion and
+  :data:`PAPER_PRESETS` / :func:`paper_quantizer` carry the converted values.
+* **sigma vs tau.** Section 3.1 writes the *clustering* noise as ``eps_i ~ N(0, tau^2 I)``, the same
+  symbol as the assignment noise ``w_i``. We read it as sigma: the paper's experiments set
+  "sigma = tau", and RandDisc (Zhang & Liang), which pRD/swRD extend, uses sigma for the
+  clustering noise and tau for the assignment noise. So ``sigma`` = clustering noise, ``tau`` =
+  assignment noise; the paper always uses sigma = tau, so the reading changes no reported number.
+* **p in eq. (2).** The swRD score ``s_p = -beta ||p - p_hat||^2`` uses the *clean* patch ``p``, as the
+  paper writes it (not the noisy ``p + w`` that was used to pick ``p_hat`` in eq. (1)).
+* **Clipping.** Centres are means of *noisy* patches and can leave ``[0, 1]`` slightly; the
+  returned image is clamped to ``[0, 1]`` (so it is a valid image for the classifier). The centres
+  returned with ``return_centers=True`` / ``last_centers`` are the raw, unclamped k-means centres.
+* **Padding (pRD).** When ``H`` or ``W`` is not a multiple of ``s`` the image is zero-padded at the
+  bottom / right (Section 3.1: "the image is zero-padded so that h/s and w/s are integers"); the
+  padded pixels are part of their patches (clustered and noised like the rest) and are cropped
+  from the output.
+* **Centre layout.** Centres have shape ``(B, k, C*s*s)`` in ``torch.nn.functional.unfold`` order:
+  index ``c*s*s + u*s + v`` is channel ``c``, row ``u``, column ``v`` of the patch.
+* **Randomness.** The batch is processed in chunks of images (:func:`default_chunk_size`); each
+  chunk draws all its noise and k-means++ numbers from its own ``torch.Generator``, seeded from
+  ``generator`` (a generator on ``x``'s device) or, when ``None``, from torch's global RNG. So
+  ``torch.manual_seed`` or an explicit generator make results bit-reproducible, independent of
+  the number of worker threads; the exact sample (not its distribution) depends on the chunk
+  size.
+* **Threads.** On CPU, chunks run on ``threads`` worker threads (default: auto, up to
+  ``torch.get_num_threads()`` as far as the machine has idle cores) while torch's intra-op
+  parallelism is set to 1 for the duration of the call (restored after): see
+  :func:`vqdbook.kmeans._map_chunks`.
+* **Dtypes and devices.** float32 and float64 images are processed in their own dtype (half types
+  in float32, the output cast back); everything runs on ``x``'s device.
+* **Gradients.** The quantizers are not differentiable (argmin, k-means); they run under
+  ``torch.no_grad()`` and return tensors without history. Use BPDA / straight-through estimators
+  in attacks.
+
+The functional forms :func:`rand_disc`, :func:`prd`, :func:`swrd` accept ``centers=`` to skip the
+clustering and quantize with a given codebook (the mapping ``Q_{X_hat | C, X}`` of Section 3.3),
+which is also how the tests compare against a per-image NumPy / scikit-learn reference.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .kmeans import (_cpu_intra_op_1, _first_argmin, _kmeans_core, _map_chunks, _take_rows,
+                     default_chunk_size)
+
+__all__ = [
+    "rand_disc", "prd", "swrd", "RandDisc", "PRD", "SWRD",
+    "assign", "swrd_blend",
+    "PAPER_PRESETS", "paper_quantizer", "from_paper_scale", "PAPER_SCALE",
+    "default_chunk_size",
+]
+
+#: k-means settings of the clustering step (scikit-learn's defaults, n_init = 1).
+KMEANS_MAX_ITER = 300
+KMEANS_TOL = 1e-4
+
+
+# --------------------------------------------------------------------------------------------
+# argument checking
+# --------------------------------------------------------------------------------------------
+
+def _check_int(value, name, low, high, what=""):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    value = int(value)
+    if value < low or (high is not None and value > high):
+        rng = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be {rng}{what}, got {value}")
+    return value
+
+
+def _check_real(value, name, *, positive=False):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if positive and value <= 0:
+        raise ValueError(f"{name} must be > 0 (allowed range (0, inf)), got {value}")
+    if not positive and value < 0:
+        raise ValueError(f"{name} must be >= 0 (allowed range [0, inf)), got {value}")
+    return value
+
+
+def _check_x(x):
+    """``x`` must be a float tensor ``(B, C, H, W)``, finite, in [0, 1] (the input of eqs. (1)-(4))."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"x must be 4-D (B, C, H, W), got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor with values in [0, 1], got dtype {x.dtype}")
+    if x.shape[1] < 1 or x.shape[2] < 1 or x.shape[3] < 1:
+        raise ValueError(f"x must have C, H, W >= 1, got shape {tuple(x.shape)}")
+    if x.numel():
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("x must be finite (no NaN or inf), with values in [0, 1]")
+        lo, hi = torch.aminmax(x)
+        if float(lo) < 0.0 or float(hi) > 1.0:
+            raise ValueError(f"x values must be in [0, 1], got min {float(lo):.6g}, max {float(hi):.6g}")
+
+
+def _check_generator(generator):
+    """``generator``: the source of the noise of eq. (1) and the clustering (or None)."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+
+
+def _check_common(s, k, sigma, tau, beta=None):
+    """Checks that need no image (module construction); returns the cleaned values."""
+    s = _check_int(s, "s", 1, None)
+    k = _check_int(k, "k", 1, None)
+    sigma = _check_real(sigma, "sigma")
+    tau = _check_real(tau, "tau")
+    if beta is not None:
+        beta = _check_real(beta, "beta", positive=True)
+    return s, k, sigma, tau, beta
+
+
+def _n_patches(H, W, s, mode):
+    """Number of patches: ``(H-s+1)(W-s+1)`` windows (swRD, eqs. (2)-(4)) or
+    ``ceil(H/s) ceil(W/s)`` padded patches (pRD, eq. (1))."""
+    if mode == "swrd":
+        return (H - s + 1) * (W - s + 1)
+    return -(-H // s) * -(-W // s)
+
+
+def _check_against_x(x, s, k, mode, centers):
+    """Checks of ``s``, ``k`` and ``centers`` against the images (patches of eq. (1) / eqs. (2)-(4))."""
+    B, C, H, W = x.shape
+    if s > min(H, W):
+        raise ValueError(f"s must be in [1, {min(H, W)}] (1 to min(H, W) for {H}x{W} images), got {s}")
+    n = _n_patches(H, W, s, mode)
+    if k > n:
+        raise ValueError(f"k must be in [1, {n}] (1 to the number of patches of {H}x{W} images "
+                         f"with s={s}), got {k}")
+    if centers is not None:
+        if not isinstance(centers, torch.Tensor):
+            raise TypeError(f"centers must be a torch.Tensor of shape (B, k, C*s*s), "
+                            f"got {type(centers).__name__}")
+        want = (B, k, C * s * s)
+        if tuple(centers.shape) != want:
+            raise ValueError(f"centers must have shape (B, k, C*s*s) = {want}, got {tuple(centers.shape)}")
+        if not centers.is_floating_point() or not bool(torch.isfinite(centers).all()):
+            raise ValueError("centers must be a finite floating-point tensor")
+
+
+# --------------------------------------------------------------------------------------------
+# building blocks
+# --------------------------------------------------------------------------------------------
+
+def _noisy(P, std, generator):
+    """``P + std * N(0, I)`` (a new tensor), or ``P`` itself when ``std == 0``: the clustering
+    noise (sigma) or the assignment noise ``w_i`` of eq. (1) (tau)."""
+    if not std:
+        return P
+    out = torch.randn(P.shape, generator=generator, dtype=P.dtype, device=P.device)
+    return out.mul_(std).add_(P)
+
+
+def _fit_centers(P, k, sigma, generator):
+    """Codebook of each image: k-means of the noisy patches ``P + sigma * N(0, I)``.
+
+    ``P`` is the patch matrix ``(B, n, d)``. The clustering noise is the ``eps_i`` of Section 3.1
+    (read as sigma, see the module docstring), added before clustering, ahead of eq. (1).
+    """
+    X = _noisy(P, sigma, generator)
+    centers, _, _ = _kmeans_core(X.contiguous(), k, init="k-means++", generator=generator,
+                                 max_iter=KMEANS_MAX_ITER, tol=KMEANS_TOL)
+    return centers
+
+
+def assign(P: torch.Tensor, centers: torch.Tensor, tau: float, generator=None) -> torch.Tensor:
+    """Assignment of eq. (1): ``p_hat_i = argmin_{c in codebook} ||p_i + w_i - c||^2`` with ``w_i ~ N(0, tau^2 I)``.
+
+    ``P`` holds the patches ``(B, n, d)`` and ``centers`` the codebooks ``(B, k, d)``; every patch
+    gets its own fresh noise ``w_i``. Returns the labels ``(B, n)`` (index of the chosen centre;
+    the first one on exact ties). The squared distance is computed as ``||c||^2 - 2 (p + w).c``
+    (the ``||p + w||^2`` term does not change the argmin), one batched matrix product.
+    """
+    Y = _noisy(P, tau, generator)
+    centers = centers.to(P.dtype)
+    c_sq = (centers * centers).sum(2)
+    D = torch.baddbmm(c_sq[:, :, None], centers, Y.transpose(1, 2), alpha=-2.0)   # (B, k, n)
+    return _first_argmin(D, torch.amin(D, dim=1))
+
+
+def _window_max(score: torch.Tensor, s: int) -> torch.Tensor:
+    """Per-pixel max of the window scores of eq. (2): ``m[i] = max_{windows p covering i} s_p``,
+    the shift that makes the softmax of eq. (3) stable.
+
+    ``score (B, Hs, Ws)`` -> ``(B, Hs+s-1, Ws+s-1)``; a separable running max over ``s`` shifts
+    of the ``-inf``-padded score map (the same as a stride-1 max-pool of the padded map).
+    """
+    B, Hs, Ws = score.shape
+    p = F.pad(score, (s - 1, s - 1, s - 1, s - 1), value=-math.inf)       # (B, Hs+2s-2, Ws+2s-2)
+    H, W = Hs + s - 1, Ws + s - 1
+    r = p[:, :, 0:W].clone()
+    for v in range(1, s):
+        torch.maximum(r, p[:, :, v:v + W], out=r)
+    m = r[:, 0:H].clone()
+    for u in range(1, s):
+        torch.maximum(m, r[:, u:u + H], out=m)
+    return m
+
+
+def swrd_blend(P: torch.Tensor, labels: torch.Tensor, centers: torch.Tensor, size: tuple[int, int],
+               s: int, beta: float) -> torch.Tensor:
+    """swRD blending, eqs. (2)-(4): the quantized windows back into an image, pixel by pixel.
+
+    ``P (B, L, d)`` are the clean windows (``L = (H-s+1)(W-s+1)`` in row-major window order,
+    ``d = C*s*s`` in unfold order), ``labels (B, L)`` their centres from eq. (1) and
+    ``centers (B, k, d)`` the codebooks. For every window ``p`` the score is
+    ``s_p = -beta ||p - p_hat||^2`` (eq. (2), clean ``p``); the weight of window ``p`` at a pixel
+    ``i`` it covers is ``exp(s_p) / sum_{p' covering i} exp(s_p')`` (eq. (3)); and the output
+    pixel is the weighted sum of the pixel's values in the covering quantized windows (eq. (4)).
+
+    The softmax of eq. (3) is evaluated stably *per pixel*: with ``m[i] = max_{p covering i} s_p``
+    (:func:`_window_max`) every term is ``exp(s_p - m[i]) <= 1`` and the largest is exactly 1, so
+    the denominator is >= 1 and nothing under- or overflows even for huge ``beta`` (the paper's
+    CIFAR-10 beta is 0.1 * 255^2 = 6502.5 on the [0, 1] scale); a single global max would
+    underflow to 0/0. Numerator and denominator are overlap-adds over the ``s*s`` window offsets
+    (what ``F.fold`` computes). Returns ``(B, C, H, W)`` (not clamped).
+    """
+    H, W = size
+    B, L, d = P.shape
+    ss = s * s
+    C = d // ss
+    Hs, Ws = H - s + 1, W - s + 1
+    Q = _take_rows(centers.to(P.dtype).contiguous(), labels)                 # (B, L, d): p_hat
+    diff = P - Q
+    score = torch.linalg.vecdot(diff, diff).mul_(-beta).view(B, Hs, Ws)     # eq. (2)
+    if s == 1:  # every pixel is covered by one window: x_hat = p_hat
+        return Q.view(B, H, W, C).permute(0, 3, 1, 2).contiguous()
+    m = _window_max(score, s)                                                # (B, H, W)
+    E = score.new_empty((B, ss, Hs, Ws))
+    for u in range(s):
+        for v in range(s):
+            torch.sub(score, m[:, u:u + Hs, v:v + Ws], out=E[:, u * s + v])
+    # exponents below -80 contribute < e^-80 ~ 2e-35 relative to the max window (weight 1): clamp
+    # them, because exp() of very negative floats takes a slow path on CPU
+    E.clamp_(min=-80.0).exp_()                                               # eq. (3) numerators
+    Qv = Q.view(B, Hs, Ws, C, ss).permute(0, 3, 4, 1, 2)                     # (B, C, ss, Hs, Ws)
+    num = P.new_zeros((B, C, H, W))
+    den = P.new_zeros((B, 1, H, W))
+    for u in range(s):
+        for v in range(s):
+            j = u * s + v
+            num[:, :, u:u + Hs, v:v + Ws].addcmul_(Qv[:, :, j], E[:, j, None])
+            den[:, 0, u:u + Hs, v:v + Ws] += E[:, j]
+    return num.div_(den)                                                     # eq. (4)
+
+
+def _windows(x: torch.Tensor, s: int) -> torch.Tensor:
+    """All stride-1 ``s x s`` windows of ``x (B, C, H, W)`` -- the patches of swRD, eqs. (2)-(4) --
+    as ``(B, L, C*s*s)`` in unfold order, windows in row-major order of their top-left corner."""
+    B, C, H, W = x.shape
+    Hs, Ws = H - s + 1, W - s + 1
+    xcl = x.permute(0, 2, 3, 1)                                              # (B, H, W, C) view
+    P = x.new_empty((B, Hs, Ws, C, s, s))
+    for u in range(s):
+        for v in range(s):
+            P[:, :, :, :, u, v] = xcl[:, u:u + Hs, v:v + Ws, :]
+    return P.view(B, Hs * Ws, C * s * s)
+
+
+def _pad_to_multiple(x, s):
+    """Zero-pad the bottom / right of ``x`` to multiples of ``s`` (pRD, Section 3.1, before eq. (1))."""
+    H, W = x.shape[-2:]
+    ph, pw = (-H) % s, (-W) % s
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph))
+    return x
+
+
+def _prd_chunk(x, s, k, sigma, tau, generator, centers):
+    """pRD (RandDisc for ``s = 1``) of one chunk: padding, patches, codebook, eq. (1), crop, clamp."""
+    B, C, H, W = x.shape
+    xp = _pad_to_multiple(x, s)
+    Hp, Wp = xp.shape[-2:]
+    nh, nw = Hp // s, Wp // s
+    d = C * s * s
+    P = xp.reshape(B, C, nh, s, nw, s).permute(0, 2, 4, 1, 3, 5).reshape(B, nh * nw, d)
+    if centers is None:
+        centers = _fit_centers(P, k, sigma, generator)
+    labels = assign(P, centers, tau, generator)
+    Q = _take_rows(centers.to(x.dtype).contiguous(), labels)                     # (B, n, d)
+    out = Q.view(B, nh, nw, C, s, s).permute(0, 3, 1, 4, 2, 5).reshape(B, C, Hp, Wp)
+    return out[:, :, :H, :W].clamp(0.0, 1.0), centers
+
+
+def _swrd_chunk(x, s, k, sigma, tau, beta, generator, centers):
+    """swRD of one chunk: windows, codebook, eq. (1) per window, eqs. (2)-(4), clamp."""
+    B, C, H, W = x.shape
+    d = C * s * s
+    P = _windows(x, s)                                                       # (B, L, d)
+    if centers is None:
+        centers = _fit_centers(P, k, sigma, generator)
+    labels = assign(P, centers, tau, generator)
+    out = swrd_blend(P, labels, centers, (H, W), s, beta)
+    return out.clamp_(0.0, 1.0), centers
+
+
+def _run_chunks(fn, x, centers, chunk_size, return_centers, k, d, generator, threads, n_patches):
+    """Apply ``fn(x_chunk, centers_chunk, chunk_generator)`` to chunks of the batch
+    (:func:`vqdbook.kmeans._map_chunks`: one generator per chunk, worker threads on CPU)."""
+    B = x.shape[0]
+    if threads is not None:
+        threads = _check_int(threads, "threads", 1, None)
+    if chunk_size is None:
+        cs = default_chunk_size(n_patches, d, x.device)
+    else:
+        cs = _check_int(chunk_size, "chunk_size", 1, None)
+    if B == 0:
+        out = x.detach().clone()
+        cen = x.new_empty((0, k, d))
+        return (out, cen) if return_centers else out
+    out_dtype = x.dtype
+    x = x.detach()
+    if x.dtype not in (torch.float32, torch.float64):   # half types: compute in float32
+        x = x.float()
+    cen_in = None if centers is None else centers.detach()
+    results = _map_chunks(lambda a, b, g: fn(x[a:b], None if cen_in is None else cen_in[a:b], g),
+                          B, cs, generator, x.device, threads)
+    outs = [r[0] for r in results]
+    cents = [r[1] for r in results]
+    out = outs[0] if len(outs) == 1 else torch.cat(outs)
+    cen = cents[0] if len(cents) == 1 else torch.cat(cents)
+    out = out.to(out_dtype)
+    return (out, cen) if return_centers else out
+
+
+# --------------------------------------------------------------------------------------------
+# functional forms
+# --------------------------------------------------------------------------------------------
+
+def rand_disc(x: torch.Tensor, k: int, sigma: float, tau: float, generator: torch.Generator | None = None,
+              *, centers: torch.Tensor | None = None, return_centers: bool = False,
+              chunk_size: int | None = None, threads: int | None = None):
+    """RandDisc (Zhang & Liang), the pixel-level quantizer: eq. (1) with ``s = 1``.
+
+    Each pixel ``p_i in R^C`` gets clustering noise ``sigma * N(0, I)``; the noisy pixels of each image
+    are clustered into ``k`` centres (k-means, greedy k-means++ seeding); then every pixel is
+    replaced by the centre nearest to ``p_i + w_i``, ``w_i ~ N(0, tau^2 I)`` -- eq. (1).
+
+    Parameters
+    ----------
+    x : float tensor (B, C, H, W) with values in [0, 1]
+    k : int in [1, H*W] -- codebook size
+    sigma : float >= 0 -- clustering noise std on the [0, 1] scale (paper's 0-255 value / 255)
+    tau : float >= 0 -- assignment noise std on the [0, 1] scale (paper's 0-255 value / 255)
+    generator : torch.Generator, optional -- on x's device; torch's global RNG when None
+    centers : tensor (B, k, C), optional -- use this codebook instead of clustering (sigma unused)
+    return_centers : bool -- also return the centres ``(B, k, C)``
+    chunk_size : int, optional -- images per chunk (default :func:`default_chunk_size`)
+    threads : int, optional -- CPU worker threads, one chunk each (default: auto, up to
+        ``torch.get_num_threads()`` as far as the machine has idle cores)
+
+    Returns ``x_hat`` (B, C, H, W) clamped to [0, 1], or ``(x_hat, centers)``.
+    """
+    return prd(x, 1, k, sigma, tau, generator, centers=centers, return_centers=return_centers,
+               chunk_size=chunk_size, threads=threads)
+
+
+@_cpu_intra_op_1
+def prd(x: torch.Tensor, s: int, k: int, sigma: float, tau: float, generator: torch.Generator | None = None,
+        *, centers: torch.Tensor | None = None, return_centers: bool = False,
+        chunk_size: int | None = None, threads: int | None = None):
+    """Patched RandDisc (pRD), Section 3.1, eq. (1).
+
+    The image is cut into non-overlapping ``s x s`` patches (zero-padded at the bottom/right when
+    ``H`` or ``W`` is not a multiple of ``s``), ``n = ceil(H/s) ceil(W/s)`` vectors in ``R^(C s^2)``.
+    Clustering noise ``sigma * N(0, I)`` is added and the noisy patches of each image are clustered
+    into ``k`` centres; each patch is then replaced by ``argmin_c ||p_i + w_i - c||^2`` with fresh
+    ``w_i ~ N(0, tau^2 I)`` -- eq. (1) -- and the padding is cropped.
+
+    Parameters
+    ----------
+    x : float tensor (B, C, H, W) with values in [0, 1]
+    s : int in [1, min(H, W)] -- patch size
+    k : int in [1, n] -- codebook size
+    sigma, tau : float >= 0 -- clustering / assignment noise std on the [0, 1] scale
+        (the paper's CIFAR-10/SVHN value 4 on the 0-255 scale is 4/255 here)
+    generator, centers, return_centers, chunk_size, threads : as in :func:`rand_disc`; ``centers`` has shape
+        ``(B, k, C*s*s)`` in unfold order.
+
+    Returns ``x_hat`` (B, C, H, W) clamped to [0, 1], or ``(x_hat, centers (B, k, C*s*s))``.
+    """
+    _check_x(x)
+    s, k, sigma, tau, _ = _check_common(s, k, sigma, tau)
+    _check_generator(generator)
+    _check_against_x(x, s, k, "prd", centers)
+    d = x.shape[1] * s * s
+    n = _n_patches(x.shape[2], x.shape[3], s, "prd")
+    return _run_chunks(lambda xc, cc, g: _prd_chunk(xc, s, k, sigma, tau, g, cc),
+                       x, centers, chunk_size, return_centers, k, d, generator, threads, n)
+
+
+@_cpu_intra_op_1
+def swrd(x: torch.Tensor, s: int, k: int, sigma: float, tau: float, beta: float,
+         generator: torch.Generator | None = None, *, centers: torch.Tensor | None = None,
+         return_centers: bool = False, chunk_size: int | None = None, threads: int | None = None):
+    """Sliding-window RandDisc (swRD), Section 3.2, eqs. (2)-(4).
+
+    All ``L = (H-s+1)(W-s+1)`` stride-1 ``s x s`` windows are the patches. Clustering noise
+    ``sigma * N(0, I)`` is added and the noisy windows of each image are clustered into ``k``
+    centres; every window gets its own fresh assignment noise ``w ~ N(0, tau^2 I)`` and is quantized
+    by eq. (1); each pixel is then the blend of its values in the covering quantized windows with
+    weights ``softmax_p(-beta ||p - p_hat||^2)`` over those windows -- eqs. (2)-(4), with the *clean*
+    patch ``p`` in eq. (2), as the paper writes it. See :func:`swrd_blend` for the stable softmax.
+
+    Parameters
+    ----------
+    x : float tensor (B, C, H, W) with values in [0, 1]
+    s : int in [1, min(H, W)] -- window size
+    k : int in [1, L] -- codebook size
+    sigma, tau : float >= 0 -- clustering / assignment noise std on the [0, 1] scale
+    beta : float > 0 -- eq. (2) coefficient on the [0, 1] scale: the paper's 0-255-scale value times
+        255^2 (CIFAR-10 0.1 -> 6502.5, SVHN 0.5 -> 32512.5; MNIST's beta = 1 is already on [0, 1])
+    generator, centers, return_centers, chunk_size, threads : as in :func:`prd`.
+
+    Returns ``x_hat`` (B, C, H, W) clamped to [0, 1], or ``(x_hat, centers (B, k, C*s*s))``.
+    """
+    _check_x(x)
+    s, k, sigma, tau, beta = _check_common(s, k, sigma, tau, beta)
+    _check_generator(generator)
+    _check_against_x(x, s, k, "swrd", centers)
+    d = x.shape[1] * s * s
+    n = _n_patches(x.shape[2], x.shape[3], s, "swrd")
+    return _run_chunks(lambda xc, cc, g: _swrd_chunk(xc, s, k, sigma, tau, beta, g, cc),
+                       x, centers, chunk_size, return_centers, k, d, generator, threads, n)
+
+
+# --------------------------------------------------------------------------------------------
+# modules
+# --------------------------------------------------------------------------------------------
+
+class _Quantizer(nn.Module):
+    """Shared plumbing of the modules of eq. (1) / eqs. (2)-(4): ``generator`` attribute,
+    ``last_centers`` (raw centres of the last call)."""
+
+    def __init__(self, generator=None, chunk_size=None):
+        super().__init__()
+        _check_generator(generator)
+        self.generator = generator
+        self.chunk_size = chunk_size
+        self.last_centers: torch.Tensor | None = None
+
+    def _store(self, result):
+        out, centers = result
+        self.last_centers = centers
+        return out
+
+
+class RandDisc(_Quantizer):
+    """RandDisc: pixel-level quantizer, eq. (1) with s = 1 (see :func:`rand_disc`).
+
+    ``sigma`` (clustering noise) and ``tau`` (assignment noise) are on the [0, 1] scale: the paper's
+    CIFAR-10/SVHN ``sigma = tau = 4`` (0-255) is ``4/255``. ``forward(x)`` maps ``(B, C, H, W)`` in
+    [0, 1] to the same shape, clamped to [0, 1]; the centres ``(B, k, C)`` of the last call are in
+    ``self.last_centers``.
+    """
+
+    def __init__(self, k: int, sigma: float, tau: float, *, generator=None, chunk_size=None):
+        super().__init__(generator, chunk_size)
+        _, self.k, self.sigma, self.tau, _ = _check_common(1, k, sigma, tau)
+
+    def forward(self, x):
+        return self._store(rand_disc(x, self.k, self.sigma, self.tau, self.generator,
+                                     return_centers=True, chunk_size=self.chunk_size))
+
+    def extra_repr(self):
+        return f"k={self.k}, sigma={self.sigma:.6g}, tau={self.tau:.6g}"
+
+
+class PRD(_Quantizer):
+    """Patched RandDisc, Section 3.1, eq. (1) (see :func:`prd`).
+
+    Non-overlapping ``s x s`` patches (zero-padded when H or W is not a multiple of s), ``k``
+    centres. ``sigma``, ``tau`` on the [0, 1] scale (paper's 0-255 value / 255). ``forward(x)``
+    returns the quantized batch clamped to [0, 1]; centres ``(B, k, C*s*s)`` in ``last_centers``.
+    """
+
+    def __init__(self, s: int, k: int, sigma: float, tau: float, *, generator=None, chunk_size=None):
+        super().__init__(generator, chunk_size)
+        self.s, self.k, self.sigma, self.tau, _ = _check_common(s, k, sigma, tau)
+
+    def forward(self, x):
+        return self._store(prd(x, self.s, self.k, self.sigma, self.tau, self.generator,
+                               return_centers=True, chunk_size=self.chunk_size))
+
+    def extra_repr(self):
+        return f"s={self.s}, k={self.k}, sigma={self.sigma:.6g}, tau={self.tau:.6g}"
+
+
+class SWRD(_Quantizer):
+    """Sliding-window RandDisc, Section 3.2, eqs. (2)-(4) (see :func:`swrd`).
+
+    All stride-1 ``s x s`` windows, ``k`` centres, fresh assignment noise per window, per-pixel
+    softmax blending with coefficient ``beta`` (on the [0, 1] scale: paper's 0-255 beta times 255^2)
+    using the clean patch in eq. (2). ``forward(x)`` returns the blended batch clamped to [0, 1];
+    centres ``(B, k, C*s*s)`` in ``last_centers``.
+    """
+
+    def __init__(self, s: int, k: int, sigma: float, tau: float, beta: float, *, generator=None,
+                 chunk_size=None):
+        super().__init__(generator, chunk_size)
+        self.s, self.k, self.sigma, self.tau, self.beta = _check_common(s, k, sigma, tau, beta)
+
+    def forward(self, x):
+        return self._store(swrd(x, self.s, self.k, self.sigma, self.tau, self.beta, self.generator,
+                                return_centers=True, chunk_size=self.chunk_size))
+
+    def extra_repr(self):
+        return (f"s={self.s}, k={self.k}, sigma={self.sigma:.6g}, tau={self.tau:.6g}, "
+                f"beta={self.beta:.6g}")
+
+
+# --------------------------------------------------------------------------------------------
+# the paper's settings
+# --------------------------------------------------------------------------------------------
+
+#: How the paper quotes sigma, tau, eps and beta for each dataset (Section 4.1).
+PAPER_SCALE = {"mnist": "[0,1]", "cifar10": "0-255", "svhn": "0-255"}
+
+
+def from_paper_scale(*, sigma=None, tau=None, eps=None, beta=None, scale: str = "0-255") -> dict:
+    """Convert the paper's hyperparameters to the [0, 1] image scale used by this package.
+
+    On the 0-255 scale (the paper's CIFAR-10 and SVHN numbers) noise levels and attack radii are
+    divided by 255 (``sigma, tau, eps -> v / 255``), while beta -- which multiplies the *squared*
+    patch distance in eq. (2) -- is multiplied by ``255**2`` (``beta -> beta * 255**2``), so that
+    ``beta * ||p - p_hat||^2`` is unchanged. With ``scale="[0,1]"`` (the paper's MNIST numbers)
+    values are returned unchanged. ``scale`` may also be a dataset name (``"mnist"``,
+    ``"cifar10"``, ``"svhn"``), looked up in :data:`PAPER_SCALE`.
+
+    Returns a dict with the converted values of the arguments that were given, e.g.
+    ``from_paper_scale(sigma=4, beta=0.1) == {"sigma": 4/255, "beta": 6502.5}``.
+    """
+    scale = PAPER_SCALE.get(scale, scale)
+    if scale not in ("0-255", "[0,1]"):
+        raise ValueError(f"scale must be '0-255', '[0,1]' or one of {sorted(PAPER_SCALE)}, got {scale!r}")
+    f = 255.0 if scale == "0-255" else 1.0
+    out = {}
+    for name, v in (("sigma", sigma), ("tau", tau), ("eps", eps)):
+        if v is not None:
+            out[name] = _check_real(v, name) / f
+    if beta is not None:
+        out["beta"] = _check_real(beta, "beta", positive=True) * f * f
+    return out
+
+
+#: The paper's settings (Section 4.1, Tables 1-3) converted to the [0, 1] scale. ``default``
+#: is the first row of each table (``tables`` lists every (s, k) the paper reports).
+PAPER_PRESETS: dict[str, dict] = {
+    "mnist": {
+        "sigma": 4 / 255, "tau": 4 / 255,         # paper: sigma = tau = 4/255 (quoted on [0, 1])
+        "beta": 1.0,                             # paper: beta = 1 (quoted on [0, 1])
+        "default": {"randdisc": {"k": 2}, "prd": {"s": 2, "k": 2}, "swrd": {"s": 2, "k": 2}},
+        "tables": {"randdisc": [(1, 2)], "prd": [(2, 2)], "swrd": [(2, 2)]},   # Table 1
+    },
+    "cifar10": {
+        "sigma": 4 / 255, "tau": 4 / 255,         # paper: sigma = tau = 4 (0-255 scale)
+        "beta": 0.1 * 255 ** 2,                  # paper: beta = 0.1 (0-255 scale) -> 6502.5
+        "default": {"randdisc": {"k": 10}, "prd": {"s": 2, "k": 10}, "swrd": {"s": 3, "k": 25}},
+        "tables": {"randdisc": [(1, 10), (1, 20), (1, 25)], "prd": [(2, 10), (2, 20)],
+                   "swrd": [(3, 25), (4, 25)]},                                  # Table 2
+    },
+    "svhn": {
+        "sigma": 4 / 255, "tau": 4 / 255,         # paper: sigma = tau = 4 (0-255 scale)
+        "beta": 0.5 * 255 ** 2,                  # paper: beta = 0.5 (0-255 scale) -> 32512.5
+        "default": {"randdisc": {"k": 2}, "prd": {"s": 2, "k": 2}, "swrd": {"s": 4, "k": 2}},
+        "tables": {"randdisc": [(1, 2), (1, 4), (1, 8)], "prd": [(2, 2), (3, 4), (4, 8)],
+                   "swrd": [(4, 2), (4, 4), (4, 8)]},                             # Table 3
+    },
+}
+
+_METHODS = {"randdisc": "randdisc", "rd": "randdisc", "prd": "prd", "swrd": "swrd"}
+
+
+def paper_quantizer(dataset: str, method: str, s: int | None = None, k: int | None = None, *,
+                    generator: torch.Generator | None = None, **overrides) -> nn.Module:
+    """A quantizer module with the paper's settings for ``dataset``, on the [0, 1] scale.
+
+    ``method`` is ``"randdisc"`` (eq. (1), s = 1), ``"prd"`` (eq. (1)) or ``"swrd"`` (eqs. (2)-(4));
+    ``s`` and ``k`` default to the first row of the paper's table for that dataset (see
+    :data:`PAPER_PRESETS`); ``overrides`` may replace ``sigma``, ``tau`` or ``beta`` (already on
+    the [0, 1] scale; use :func:`from_paper_scale` to convert the paper's numbers).
+    """
+    if not isinstance(dataset, str) or dataset.lower() not in PAPER_PRESETS:
+        raise ValueError(f"dataset must be one of {sorted(PAPER_PRESETS)}, got {dataset!r}")
+    if not isinstance(method, str) or method.lower() not in _METHODS:
+        raise ValueError(f"method must be one of 'randdisc', 'prd', 'swrd', got {method!r}")
+    bad = set(overrides) - {"sigma", "tau", "beta", "chunk_size"}
+    if bad:
+        raise TypeError(f"unexpected keyword argument(s) {sorted(bad)}; allowed: sigma, tau, beta, chunk_size")
+    p = PAPER_PRESETS[dataset.lower()]
+    m = _METHODS[method.lower()]
+    dflt = p["default"][m]
+    k = dflt["k"] if k is None else k
+    sigma = overrides.get("sigma", p["sigma"])
+    tau = overrides.get("tau", p["tau"])
+    chunk = overrides.get("chunk_size")
+    if m == "randdisc":
+        if s not in (None, 1):
+            raise ValueError(f"s must be 1 for RandDisc (pixel-level), got {s!r}")
+        return RandDisc(k, sigma, tau, generator=generator, chunk_size=chunk)
+    s = dflt["s"] if s is None else s
+    if m == "prd":
+        return PRD(s, k, sigma, tau, generator=generator, chunk_size=chunk)
+    return SWRD(s, k, sigma, tau, overrides.get("beta", p["beta"]), generator=generator, chunk_size=chunk)
