@@ -1,0 +1,67 @@
+"""Experiment records: resume without recomputation, corrupt records recomputed, table renderer."""
+
+import json
+import warnings
+
+import pytest
+
+from vqdbook import experiments, paper, results
+
+
+@pytest.fixture
+def results_dir(tmp_path, monkeypatch):
+    monkeypatch.setattr(results, "RESULTS_DIR", tmp_path)
+    return tmp_path
+
+
+def test_records_resume_and_recompute_corrupt(results_dir, monkeypatch):
+    calls = []
+
+    def fake_run(**params):
+        calls.append(params["eps"])
+        return {"correct": 7, "n": 10, "accuracy": 0.7, "ci95": [0.4, 0.9], "seconds_attack": 0, "seconds_defend": 0}
+
+    monkeypatch.setattr(experiments, "run_robust_accuracy", fake_run)
+    params = dict(dataset="mnist", arch="mnist_cnn", variant=None, defense={"method": "none"}, eps=0.1, n=10,
+                  seed=0, votes=1, attack="pgd-oblivious")
+    experiments.robust_accuracy_record(**params)
+    experiments.robust_accuracy_record(**params)  # a restarted run finds the record
+    assert calls == [0.1]
+    path = results.record_path("robust_accuracy", params)
+    doc = json.loads(path.read_text())
+    doc["result"]["accuracy"] = 0.99
+    path.write_text(json.dumps(doc))
+    with pytest.warns(results.CorruptRecordWarning):
+        rec = experiments.robust_accuracy_record(**params)
+    assert calls == [0.1, 0.1] and rec["result"]["accuracy"] == 0.7
+
+
+def test_table_frame_renders_fixture_records(results_dir):
+    sp = experiments.table_spec("table1")
+    assert sp["dataset"] == "mnist" and sp["eps_paper"] == list(paper.TABLE1_EPS)
+    row = next(r for r in sp["rows"] if r["method"] == "swRD")
+    eps = sp["eps"][-1]
+    params = dict(dataset="mnist", arch=sp["arch"], variant=None, defense=row["defense"], eps=eps, n=50, seed=0,
+                  votes=1, attack="pgd-oblivious")
+    results.write_record("robust_accuracy", params,
+                         {"correct": 40, "n": 50, "accuracy": 0.8, "ci95": [0.67, 0.89]})
+    frame = experiments.table_frame("table1", n=50)
+    line = frame[frame["method"] == "swRD"].iloc[0]
+    assert line["ε=0.32 ours"] == "80.0 ± 11.0"
+    assert line["ε=0.32 paper"] == 95.59
+    assert line["ε=0.32 Δ"] == pytest.approx(80.0 - 95.59, abs=0.05)
+    assert line["ε=0 ours"] == "not run"
+    for method in ("Fast AdvT", "MART", "TRADES"):
+        assert frame[frame["method"] == method].iloc[0]["ε=0 ours"] in ("not trained", "not run")
+    agree = experiments.table_agreement(["table1"], n=50)
+    assert len(agree) == 1 and not agree.iloc[0]["paper in CI"]
+
+
+def test_paper_defense_units():
+    d = experiments.paper_defense("cifar10", "swrd", 4, 25)
+    assert d["sigma"] == pytest.approx(4 / 255) and d["beta"] == pytest.approx(0.1 * 255 ** 2)
+    assert experiments.paper_defense("mnist", "randdisc", 5, 2)["s"] == 1
+    with pytest.raises(ValueError, match="method"):
+        experiments.paper_defense("mnist", "jpeg")
+    with pytest.raises(ValueError, match="table"):
+        experiments.table_spec("table9")
