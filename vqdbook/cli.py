@@ -106,7 +106,8 @@ def main(argv=None):
     b.set_defaults(func=_cmd_bench)
 
     r = sub.add_parser("run", help="run a paper experiment; records go to data/results/ (resumable)")
-    r.add_argument("what", choices=["table1", "table2", "table3", "fig4", "fig5", "fig7", "fig6", "certified"])
+    r.add_argument("what", choices=["table1", "table2", "table3", "fig4", "fig5", "fig6", "certified",
+                                   "variant_normeps"])
     r.add_argument("--n", type=int, help="test images, a stratified subset (default: tables 1000, figures 500)")
     r.add_argument("--full", action="store_true", help="the paper's 10,000 test images")
     r.add_argument("--seed", type=int, default=0)

@@ -25,6 +25,10 @@ from .metrics import wilson_interval
 from .results import load_or_run
 
 ADV_CACHE = PROJECT_ROOT / "data" / "cache" / "adv"
+#: Attack protocols. Both run the paper's PGD on the undefended f (oblivious threat model); they
+#: differ in how ε is read: on [0, 1] pixels (as the paper states) or on normalized inputs.
+ATTACKS = {"pgd-oblivious": "ε on [0, 1] pixels (the paper's stated protocol)",
+           "pgd-oblivious-normeps": "ε on normalized inputs (x − μ)/σ, i.e. ε·σ on pixels"}
 METHODS = ("none", "randdisc", "prd", "swrd")
 
 
@@ -94,8 +98,8 @@ def adversarial_examples(dataset: str, arch: str | None, variant: str | None, ep
 
     name = spec(dataset).name
     arch = arch or DEFAULT_ARCH[name]
-    if attack != "pgd-oblivious":
-        raise ValueError(f"attack must be 'pgd-oblivious' (PGD on the undefended f); got {attack!r}")
+    if attack not in ATTACKS:
+        raise ValueError(f"attack must be one of {sorted(ATTACKS)}; got {attack!r}")
     key_params = dict(dataset=name, arch=arch, variant=variant, eps=round(float(eps), 8), n=n, seed=seed,
                       attack=attack)
     path = ADV_CACHE / f"{_adv_key(key_params)}.pt"
@@ -114,9 +118,12 @@ def adversarial_examples(dataset: str, arch: str | None, variant: str | None, ep
     out = []
     from tqdm.auto import tqdm
 
-    for i in tqdm(range(0, len(y), batch_size), desc=f"PGD {name} eps={eps:.4g}", disable=not progress,
-                  leave=False):
-        atk = paper_pgd(net, name, eps, generator=gen)
+    for i in tqdm(range(0, len(y), batch_size), desc=f"PGD {name} eps={eps:.4g} ({attack})",
+                  disable=not progress, leave=False):
+        # the normalized-units reading: ε is a radius on the normalized input (x − μ)/σ, so on
+        # [0, 1] pixels it is ε·σ (MNIST σ = 0.3081; mean channel σ for colour datasets)
+        eps_pixels = eps * (sum(spec(name).std) / len(spec(name).std) if attack == "pgd-oblivious-normeps" else 1.0)
+        atk = paper_pgd(net, name, eps_pixels, generator=gen)
         out.append(atk(x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)).cpu())
     x_adv = torch.cat(out)
     seconds = time.time() - t0
@@ -400,3 +407,42 @@ def denoising_examples(dataset: str, x: torch.Tensor, y: torch.Tensor, eps: floa
             out["methods"][method] = {"q_x": qx, "q_adv": qa, "psnr_adv": psnr(x, qa), "psnr_clean": psnr(x, qx),
                                       "pred_q_adv": net(qa).argmax(1)}
     return out
+
+
+def run_variant_normeps(n: int = 1000, seed: int = 0, device: str = "cpu", progress: bool = True,
+                        eps_list=(0.16, 0.24, 0.32)) -> list[dict]:
+    """Reproduction study, MNIST: Table 1's quantizer rows with ε read in normalized-input units."""
+    from tqdm.auto import tqdm
+
+    sp = table_spec("table1")
+    rows = [r for r in sp["rows"] if r["variant"] is None]
+    recs = []
+    for eps in tqdm(eps_list, desc="normalized-ε variant", disable=not progress):
+        for row in rows:
+            recs.append(robust_accuracy_record(dataset="mnist", arch=sp["arch"], variant=None, defense=row["defense"],
+                                               eps=eps, n=n, seed=seed, votes=1, attack="pgd-oblivious-normeps",
+                                               device=device))
+    return recs
+
+
+def variant_frame(eps_list=(0.16, 0.24, 0.32), n: int = 1000, seed: int = 0):
+    """Table 1 rows under both readings of ε, beside the paper (stored records only)."""
+    import pandas as pd
+
+    from .results import load_record
+
+    sp = table_spec("table1")
+    out = []
+    for row in sp["rows"]:
+        if row["variant"] is not None:
+            continue
+        for eps in eps_list:
+            j = list(sp["eps"]).index(eps)
+            line = {"method": row["method"], "ε": eps, "paper (%)": row["paper"][j] if row["paper"] else None}
+            for attack, label in (("pgd-oblivious", "ε on pixels (%)"), ("pgd-oblivious-normeps", "ε normalized (%)")):
+                rec = load_record("robust_accuracy", dict(dataset="mnist", arch=sp["arch"], variant=None,
+                                                          defense=row["defense"], eps=eps, n=n, seed=seed, votes=1,
+                                                          attack=attack))
+                line[label] = round(100 * rec["result"]["accuracy"], 1) if rec else None
+            out.append(line)
+    return pd.DataFrame(out)
