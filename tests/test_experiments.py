@@ -1,8 +1,6 @@
 """Experiment records: resume without recomputation, corrupt records recomputed, table renderer."""
 
 import json
-import warnings
-
 import pytest
 
 from vqdbook import experiments, paper, results

@@ -8,7 +8,7 @@ import torch
 
 from vqdbook import models
 from vqdbook.data import DataUnavailableError, load_dataset
-from vqdbook.models import ARCHS, build_model, load_pretrained
+from vqdbook.models import build_model, load_pretrained
 
 
 @pytest.mark.parametrize("arch,dataset,shape", [

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import math
 import os
-import platform
 import time
 
 import numpy as np
@@ -152,25 +151,10 @@ def _load(name, n):
 
 
 def _machine():
-    """What ran the benchmark of eq. (1) / eqs. (2)-(4): platform, versions, CPU, threads."""
-    info = {"platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__, "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads()}
-    try:
-        import sklearn
+    """What ran the benchmark: versions and hardware (as every record has, see vqdbook.provenance)."""
+    from .provenance import hardware, versions
 
-        info["sklearn"] = sklearn.__version__
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    info["cpu"] = line.split(":", 1)[1].strip()
-                    break
-    except OSError:  # pragma: no cover
-        pass
-    return info
+    return {**versions(), **hardware()}
 
 
 def run_bench_quantizers(n_images: int = 256, seed: int = 0, *, n_baseline: int | None = 64,

@@ -319,7 +319,6 @@ def _prd_chunk(x, s, k, sigma, tau, generator, centers):
 def _swrd_chunk(x, s, k, sigma, tau, beta, generator, centers):
     """swRD of one chunk: windows, codebook, eq. (1) per window, eqs. (2)-(4), clamp."""
     B, C, H, W = x.shape
-    d = C * s * s
     P = _windows(x, s)                                                       # (B, L, d)
     if centers is None:
         centers = _fit_centers(P, k, sigma, generator)
