@@ -359,7 +359,7 @@ def table_agreement(tables=("table1", "table2"), n: int = 1000, seed: int = 0):
     for table in tables:
         sp = table_spec(table)
         for row in sp["rows"]:
-            if row["paper"] is None:
+            if row["paper"] is None or not _model_available(sp["dataset"], row["variant"]):
                 continue
             for j, (eps, eps_p) in enumerate(zip(sp["eps"], sp["eps_paper"])):
                 rec = load_record("robust_accuracy", dict(dataset=sp["dataset"], arch=sp["arch"],
