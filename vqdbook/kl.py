@@ -99,6 +99,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
+from .validation import check_int
+
 __all__ = [
     "sample_centers", "sample_center_vectors", "sort_centers", "kl_gmm", "kl_gaussians",
     "min_gmm_samples", "second_term", "margin", "theorem1_delta", "theorem1_bound",
@@ -131,14 +133,7 @@ _MC_BATCH = 25_000
 # argument checking
 # --------------------------------------------------------------------------------------------
 
-def _int(value, name, low, high=None):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    value = int(value)
-    if value < low or (high is not None and value > high):
-        rng = f"[{low}, {high}]" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be in {rng}, got {value}")
-    return value
+_int = check_int
 
 
 def _real(value, name, low=None, high=None):

@@ -42,6 +42,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
+from .validation import check_int
+
 __all__ = ["kmeans", "kmeans_plusplus", "tolerance", "n_local_trials", "default_chunk_size"]
 
 
@@ -121,15 +123,7 @@ def _check_X(X, name="X"):
         raise ValueError(f"{name} must be finite (no NaN or inf)")
 
 
-def _check_int(value, name, low, high=None):
-    """An int (not bool) in ``[low, high]`` (e.g. ``k``, the codebook size of eq. (1))."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    value = int(value)
-    if value < low or (high is not None and value > high):
-        rng = f"in [{low}, {high}]" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be {rng}, got {value}")
-    return value
+_check_int = check_int
 
 
 # --------------------------------------------------------------------------------------------

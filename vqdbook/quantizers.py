@@ -64,6 +64,8 @@ import math
 import numbers
 
 import torch
+
+from .validation import check_int
 import torch.nn.functional as F
 from torch import nn
 
@@ -86,14 +88,7 @@ KMEANS_TOL = 1e-4
 # argument checking
 # --------------------------------------------------------------------------------------------
 
-def _check_int(value, name, low, high, what=""):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    value = int(value)
-    if value < low or (high is not None and value > high):
-        rng = f"in [{low}, {high}]" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be {rng}{what}, got {value}")
-    return value
+_check_int = check_int
 
 
 def _check_real(value, name, *, positive=False):
