@@ -117,6 +117,16 @@ def test_bpda_gives_identity_gradient_and_warnings():
         PGD(st, eps=0.1, steps=2, eot_samples=2)(x, y)
 
 
+def test_defended_mirrors_mode_and_attack_keeps_net_in_eval(mnist):
+    """A white-box attack on a fresh ``Defended`` must not switch the wrapped net to training mode."""
+    net, x, y = mnist
+    net.eval()
+    d = Defended(net, _Noise(), bpda=True)
+    assert not d.training
+    PGD(d, eps=0.1, steps=2, eot_samples=2, check=False)(x[:8], y[:8])
+    assert not net.training and not d.training
+
+
 class _Noise(nn.Module):
     def forward(self, x):
         return (x + 0.1 * torch.randn_like(x)).clamp(0, 1)

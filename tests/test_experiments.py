@@ -1,7 +1,10 @@
 """Experiment records: resume without recomputation, corrupt records recomputed, table renderer."""
 
 import json
+
+import pandas as pd
 import pytest
+import torch
 
 from vqdbook import experiments, paper, results
 
@@ -63,3 +66,46 @@ def test_paper_defense_units():
         experiments.paper_defense("mnist", "jpeg")
     with pytest.raises(ValueError, match="table"):
         experiments.table_spec("table9")
+
+
+def test_whitebox_attack_is_bounded_and_needs_a_defense(tmp_path):
+    d = experiments.paper_defense("mnist", "prd", 2, 2)
+    x_adv, y, secs = experiments.adversarial_examples("mnist", None, None, 0.1, 10, attack="pgd-bpda-eot",
+                                                      defense=d, eot_samples=2, cache_dir=tmp_path, progress=False)
+    from vqdbook.data import load_dataset
+
+    x, _ = load_dataset("mnist", "test", 10)
+    assert (x_adv - x).abs().max() <= 0.1 + 1e-6 and secs > 0
+    # cached under a key that includes the defense: a second call loads it
+    again, _, secs2 = experiments.adversarial_examples("mnist", None, None, 0.1, 10, attack="pgd-bpda-eot",
+                                                       defense=d, eot_samples=2, cache_dir=tmp_path, progress=False)
+    assert secs2 == 0.0 and torch.equal(again, x_adv)
+    with pytest.raises(ValueError, match="defended model"):
+        experiments.adversarial_examples("mnist", None, None, 0.1, 10, attack="pgd-bpda-eot", cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="eot_samples"):
+        experiments.adversarial_examples("mnist", None, None, 0.1, 10, attack="pgd-bpda-eot", defense=d,
+                                         eot_samples=0, cache_dir=tmp_path)
+
+
+def test_variants_change_one_thing_and_render_from_records(results_dir):
+    sp = experiments.table_spec("table1")
+    row = next(r for r in sp["rows"] if r["method"] == "pRD")
+    base = experiments.variant_params("protocol", "table1", row, 0.32, 500)
+    for v in experiments.VARIANTS:
+        p = experiments.variant_params(v, "table1", row, 0.32, 500)
+        changed = {key for key in p if p.get(key) != base.get(key)} | (set(base) - set(p))
+        assert len(changed) <= 2, (v, changed)   # the whitebox variant: attack + its eot_samples
+        assert (v == "protocol") == (not changed)
+    assert base["attack"] == "pgd-oblivious" and "init" not in base["defense"]
+    results.write_record("robust_accuracy", base, {"correct": 300, "n": 500, "accuracy": 0.6, "ci95": [0.55, 0.64]})
+    wb = experiments.variant_params("whitebox", "table1", row, 0.32, 500)
+    results.write_record("robust_accuracy", wb, {"correct": 5, "n": 500, "accuracy": 0.01, "ci95": [0.0, 0.02]})
+    frame = experiments.variant_frame("table1", n=500)
+    line = frame[(frame["method"] == "pRD") & (frame["ε (paper units)"] == 0.32)].iloc[0]
+    assert line["protocol"] == 60.0 and line["whitebox"] == 1.0 and line["paper (%)"] == 89.94
+    assert line["normeps"] is None or pd.isna(line["normeps"])
+    summary = experiments.variant_summary(frame).set_index("variant")
+    assert summary.loc["protocol", "cells"] == 1
+    assert summary.loc["protocol", "mean gap (points)"] == pytest.approx(60.0 - 89.94, abs=0.05)
+    with pytest.raises(ValueError, match="variant must be one of"):
+        experiments.variant_params("nope", "table1", row, 0.32, 500)

@@ -33,7 +33,13 @@ def _cmd_bench(a):
     from .bench import run_bench_quantizers
     from .results import write_record
 
-    if a.what == "kl":
+    if a.what == "table1":
+        from .bench import run_bench_table1
+
+        result = run_bench_table1(n=a.n or 1000, seed=a.seed)
+        path = write_record("bench_table1", result["params"], result)
+        print(json.dumps({k: v for k, v in result.items() if k != "cells"}, indent=1))
+    elif a.what == "kl":
         from .kl import bench_center_sampling
 
         result = bench_center_sampling()
@@ -42,7 +48,7 @@ def _cmd_bench(a):
     else:
         from .bench import format_table
 
-        result = run_bench_quantizers(n_images=a.n, seed=a.seed)
+        result = run_bench_quantizers(**({} if a.n is None else {"n_images": a.n}), seed=a.seed)
         path = write_record("bench_quantizers", result["params"], result)
         print(format_table(result))
     print(f"record: {path}")
@@ -65,6 +71,20 @@ def _cmd_run(a):
         runner = kl.run_fig6 if a.what == "fig6" else kl.run_certified
         for dataset in a.datasets or ("mnist", "cifar10"):
             runner(dataset, n_images=a.n or 5, n_samples=10000 if a.full else a.samples, seed=a.seed)
+        return
+    if a.what == "variants":
+        import pandas as pd
+
+        a.variants = tuple(a.variants or experiments.VARIANTS)
+        unknown = set(a.variants) - set(experiments.VARIANTS)
+        if unknown:
+            raise SystemExit(f"unknown variants {sorted(unknown)}; choose from {sorted(experiments.VARIANTS)}")
+        for table in a.tables:
+            experiments.run_variants(table, variants=a.variants, n=a.n, seed=a.seed, device=a.device)
+            frame = experiments.variant_frame(table, variants=a.variants, n=a.n, seed=a.seed)
+            with pd.option_context("display.width", 250, "display.max_columns", 60):
+                print(frame)
+                print(experiments.variant_summary(frame))
         return
     runner = getattr(experiments, f"run_{a.what}", None)
     if runner is None:
@@ -100,20 +120,25 @@ def main(argv=None):
     d.set_defaults(func=_cmd_data)
 
     b = sub.add_parser("bench", help="benchmarks (write a record under data/results/)")
-    b.add_argument("what", choices=["quantizers", "kl"])
-    b.add_argument("--n", type=int, default=200, help="images per configuration")
+    b.add_argument("what", choices=["quantizers", "kl", "table1"])
+    b.add_argument("--n", type=int, default=None,
+                   help="images per configuration (quantizers: default 256; table1: test images, default 1000)")
     b.add_argument("--seed", type=int, default=0)
     b.set_defaults(func=_cmd_bench)
 
     r = sub.add_parser("run", help="run a paper experiment; records go to data/results/ (resumable)")
-    r.add_argument("what", choices=["table1", "table2", "table3", "fig4", "fig5", "fig6", "certified",
-                                   "variant_normeps"])
+    r.add_argument("what", choices=["table1", "table2", "table3", "fig4", "fig5", "fig6", "fig7", "certified",
+                                   "variants"])
     r.add_argument("--n", type=int, help="test images, a stratified subset (default: tables 1000, figures 500)")
     r.add_argument("--full", action="store_true", help="the paper's 10,000 test images")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--device", default="cpu")
     r.add_argument("--samples", type=int, default=2000, help="fig6/certified: centre-set samples per image")
     r.add_argument("--datasets", nargs="+", choices=["mnist", "cifar10", "svhn"], help="fig6/certified only")
+    r.add_argument("--tables", nargs="+", choices=["table1", "table2"], default=["table1", "table2"],
+                   help="variants only: the tables of the reproduction study")
+    r.add_argument("--variants", nargs="+", default=None,
+                   help="variants only: which of experiments.VARIANTS (default: all)")
     r.set_defaults(func=_cmd_run)
 
     a = p.parse_args(argv)

@@ -37,6 +37,9 @@ class Defended(nn.Module):
         if isinstance(votes, bool) or not isinstance(votes, int) or votes < 1:
             raise ValueError(f"votes must be an int >= 1; got {votes!r}")
         self.net, self.quantizer, self.votes, self.bpda = net, quantizer, votes, bpda
+        # mirror the wrapped net's mode: a fresh Module is in training mode, and an attack that
+        # restores "the model's mode" would otherwise switch an eval-mode net to training mode
+        self.train(net.training)
 
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
         if self.bpda:

@@ -16,6 +16,7 @@ import hashlib
 import json
 import time
 from functools import lru_cache
+from pathlib import Path
 
 import torch
 
@@ -25,10 +26,15 @@ from .metrics import wilson_interval
 from .results import load_or_run
 
 ADV_CACHE = PROJECT_ROOT / "data" / "cache" / "adv"
-#: Attack protocols. Both run the paper's PGD on the undefended f (oblivious threat model); they
-#: differ in how ε is read: on [0, 1] pixels (as the paper states) or on normalized inputs.
-ATTACKS = {"pgd-oblivious": "ε on [0, 1] pixels (the paper's stated protocol)",
-           "pgd-oblivious-normeps": "ε on normalized inputs (x − μ)/σ, i.e. ε·σ on pixels"}
+#: Attack protocols. The first two run the paper's PGD on the undefended f (oblivious / gray-box
+#: threat model) and differ in how ε is read: on [0, 1] pixels (as the paper states) or on
+#: normalized inputs. The third is a white-box (adaptive) attack on the defended f∘Q itself.
+ATTACKS = {"pgd-oblivious": "oblivious: PGD on f, ε on [0, 1] pixels (the paper's stated protocol)",
+           "pgd-oblivious-normeps": "oblivious: PGD on f, ε on normalized inputs (x − μ)/σ, i.e. ε·σ on pixels",
+           "pgd-bpda-eot": "white-box: PGD on f∘Q, straight-through (BPDA) gradient of Q, averaged over "
+                           "EOT draws of Q; ε on [0, 1] pixels"}
+#: EOT draws per PGD step of the white-box attack (its default).
+BPDA_EOT_SAMPLES = 4
 METHODS = ("none", "randdisc", "prd", "swrd")
 
 
@@ -57,13 +63,16 @@ def make_quantizer(defense: dict):
     method = defense.get("method")
     if method == "none":
         return None
+    # k-means options appear in the dict only when they differ from the defaults (the k-means
+    # variant of the reproduction study), so the records of the default protocol keep their keys
+    km = {key: defense[key] for key in ("init", "max_iter") if key in defense}
     if method == "randdisc":
-        return q.RandDisc(k=defense["k"], sigma=defense["sigma"], tau=defense["tau"])
+        return q.RandDisc(k=defense["k"], sigma=defense["sigma"], tau=defense["tau"], **km)
     if method == "prd":
-        return q.PRD(s=defense["s"], k=defense["k"], sigma=defense["sigma"], tau=defense["tau"])
+        return q.PRD(s=defense["s"], k=defense["k"], sigma=defense["sigma"], tau=defense["tau"], **km)
     if method == "swrd":
         return q.SWRD(s=defense["s"], k=defense["k"], sigma=defense["sigma"], tau=defense["tau"],
-                      beta=defense["beta"])
+                      beta=defense["beta"], **km)
     raise ValueError(f"defense['method'] must be one of {METHODS}; got {method!r}")
 
 
@@ -88,8 +97,13 @@ def _adv_key(params: dict) -> str:
 
 def adversarial_examples(dataset: str, arch: str | None, variant: str | None, eps: float, n: int,
                          seed: int = 0, attack: str = "pgd-oblivious", device: str = "cpu",
-                         batch_size: int = 500, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """x′ for the first ``n`` stratified test images (paper PGD on f), cached with a checksum.
+                         batch_size: int = 500, progress: bool = True, *, defense: dict | None = None,
+                         eot_samples: int | None = None, cache_dir=None) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """x′ for the first ``n`` stratified test images, cached with a checksum.
+
+    The oblivious attacks (the paper's protocol) run the paper's PGD on f alone and ignore
+    ``defense``; ``"pgd-bpda-eot"`` runs the same PGD (steps, α/ε) on ``Defended(f, Q, bpda=True)``
+    for the quantizer of ``defense``, with gradients averaged over ``eot_samples`` draws of Q per step.
 
     Returns ``(x_adv, y, seconds spent attacking now)`` (0 when loaded from the cache).
     """
@@ -102,7 +116,17 @@ def adversarial_examples(dataset: str, arch: str | None, variant: str | None, ep
         raise ValueError(f"attack must be one of {sorted(ATTACKS)}; got {attack!r}")
     key_params = dict(dataset=name, arch=arch, variant=variant, eps=round(float(eps), 8), n=n, seed=seed,
                       attack=attack)
-    path = ADV_CACHE / f"{_adv_key(key_params)}.pt"
+    whitebox = attack == "pgd-bpda-eot"
+    if whitebox:
+        if not defense or defense.get("method", "none") == "none":
+            raise ValueError("attack='pgd-bpda-eot' attacks a defended model: pass defense= a quantizer "
+                             "dict (method randdisc, prd or swrd)")
+        eot_samples = BPDA_EOT_SAMPLES if eot_samples is None else eot_samples
+        if isinstance(eot_samples, bool) or not isinstance(eot_samples, int) or eot_samples < 1:
+            raise ValueError(f"eot_samples must be an int >= 1; got {eot_samples!r}")
+        key_params.update(defense=defense, eot_samples=eot_samples)
+    cache_dir = ADV_CACHE if cache_dir is None else Path(cache_dir)
+    path = cache_dir / f"{_adv_key(key_params)}.pt"
     x, y = load_dataset(name, "test", n, seed=seed)
     if path.is_file():
         try:
@@ -113,6 +137,11 @@ def adversarial_examples(dataset: str, arch: str | None, variant: str | None, ep
         except Exception:  # unreadable cache: recompute
             pass
     net = _model(name, arch, variant, device)
+    if whitebox:
+        from .defense import Defended
+
+        net = Defended(net.eval(), make_quantizer(defense), bpda=True)
+        torch.manual_seed(seed + 2)  # the quantizer's draws inside the attack
     t0 = time.time()
     gen = torch.Generator().manual_seed(seed)
     out = []
@@ -123,11 +152,12 @@ def adversarial_examples(dataset: str, arch: str | None, variant: str | None, ep
         # the normalized-units reading: ε is a radius on the normalized input (x − μ)/σ, so on
         # [0, 1] pixels it is ε·σ (MNIST σ = 0.3081; mean channel σ for colour datasets)
         eps_pixels = eps * (sum(spec(name).std) / len(spec(name).std) if attack == "pgd-oblivious-normeps" else 1.0)
-        atk = paper_pgd(net, name, eps_pixels, generator=gen)
+        atk = paper_pgd(net, name, eps_pixels, generator=gen,
+                        **(dict(eot_samples=eot_samples, check=False) if whitebox else {}))
         out.append(atk(x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)).cpu())
     x_adv = torch.cat(out)
     seconds = time.time() - t0
-    ADV_CACHE.mkdir(parents=True, exist_ok=True)
+    cache_dir.mkdir(parents=True, exist_ok=True)
     torch.save({"params": json.dumps(key_params, sort_keys=True), "x_adv": x_adv,
                 "sha256": hashlib.sha256(x_adv.numpy().tobytes()).hexdigest()}, path)
     return x_adv, y, seconds
@@ -136,8 +166,12 @@ def adversarial_examples(dataset: str, arch: str | None, variant: str | None, ep
 def run_robust_accuracy(dataset: str, arch: str | None = None, variant: str | None = None,
                         defense: dict | None = None, eps: float = 0.0, n: int = 1000, seed: int = 0,
                         votes: int = 1, attack: str = "pgd-oblivious", device: str = "cpu",
-                        batch_size: int = 500) -> dict:
-    """Accuracy of f∘Q on PGD examples of f at radius ``eps`` (ε = 0: natural accuracy).
+                        batch_size: int = 500, eot_samples: int | None = None, cache_dir=None) -> dict:
+    """Accuracy of f∘Q on PGD examples at radius ``eps`` (ε = 0: natural accuracy).
+
+    ``attack`` names the threat model (:data:`ATTACKS`): by default the paper's oblivious one
+    (x′ from PGD on the undefended f, then f(Q(x′))); ``"pgd-bpda-eot"`` is white-box (x′ from
+    PGD with BPDA + ``eot_samples`` EOT through f∘Q itself), evaluated with a fresh draw of Q.
 
     Returns a result dict: ``correct``, ``n``, ``accuracy``, ``ci95`` (Wilson), and the seconds
     spent attacking (0 if the x′ were cached) and quantizing + classifying.
@@ -146,10 +180,11 @@ def run_robust_accuracy(dataset: str, arch: str | None = None, variant: str | No
     from .models import DEFAULT_ARCH
 
     defense = defense or {"method": "none"}
-    x_adv, y, t_attack = adversarial_examples(dataset, arch, variant, eps, n, seed, attack, device, batch_size) \
+    x_adv, y, t_attack = adversarial_examples(dataset, arch, variant, eps, n, seed, attack, device, batch_size,
+                                              defense=defense, eot_samples=eot_samples, cache_dir=cache_dir) \
         if eps > 0 else (*load_dataset(dataset, "test", n, seed=seed), 0.0)
     name = spec(dataset).name
-    net = _model(name, arch or DEFAULT_ARCH[name], variant, device)
+    net = _model(name, arch or DEFAULT_ARCH[name], variant, device).eval()
     quantizer = make_quantizer(defense)
     model = net if quantizer is None else Defended(net, quantizer, votes=votes)
     torch.manual_seed(seed + 1)  # the quantizer's randomness
@@ -263,7 +298,7 @@ def table_frame(table: str, n: int = 1000, seed: int = 0):
 # ----------------------------------------------------------------------------- Figures 4 and 5
 
 #: Default test-set sizes of the runs (tables 1,000 on 2 CPU cores; ``--full`` is 10,000).
-DEFAULT_N = {"table1": 1000, "table2": 1000, "table3": 1000, "fig4": 500, "fig5": 500}
+DEFAULT_N = {"table1": 1000, "table2": 1000, "table3": 1000, "fig4": 500, "fig5": 500, "fig7": 200}
 
 #: Figure 4 grid (the paper does not list its grid or ε; these are ours, stated in the book).
 FIG4_GRID = {
@@ -348,6 +383,7 @@ def figure_frame(which: str, dataset: str, n: int = 500, seed: int = 0):
     frame.attrs["missing"] = missing
     return frame
 
+
 def table_agreement(tables=("table1", "table2"), n: int = 1000, seed: int = 0):
     """Per quantizer / baseline row and ε: our accuracy, its 95% CI, the paper's value, whether the
     paper's value lies in our interval, and the gap in points. Only cells with a stored record."""
@@ -409,40 +445,163 @@ def denoising_examples(dataset: str, x: torch.Tensor, y: torch.Tensor, eps: floa
     return out
 
 
-def run_variant_normeps(n: int = 1000, seed: int = 0, device: str = "cpu", progress: bool = True,
-                        eps_list=(0.16, 0.24, 0.32)) -> list[dict]:
-    """Reproduction study, MNIST: Table 1's quantizer rows with ε read in normalized-input units."""
-    from tqdm.auto import tqdm
+def _fig7_summary(dataset: str, n: int, seed: int, eps: float, s: int, k: int, batch_size: int = 100) -> dict:
+    """Figure 7 over ``n`` test images: per quantizer, the mean PSNR(x, Q(x′)) and PSNR(x, Q(x))
+    in dB and the accuracy of f on Q(x′), beside f's accuracy on x′ (the paper's protocol)."""
+    from .models import load_pretrained
 
-    sp = table_spec("table1")
-    rows = [r for r in sp["rows"] if r["variant"] is None]
-    recs = []
-    for eps in tqdm(eps_list, desc="normalized-ε variant", disable=not progress):
-        for row in rows:
-            recs.append(robust_accuracy_record(dataset="mnist", arch=sp["arch"], variant=None, defense=row["defense"],
-                                               eps=eps, n=n, seed=seed, votes=1, attack="pgd-oblivious-normeps",
-                                               device=device))
-    return recs
+    name = spec(dataset).name
+    x, y = load_dataset(name, "test", n, seed=seed)
+    net = load_pretrained(name)
+    acc = {"f(x′)": 0}
+    sums = {m: {"psnr_adv": 0.0, "psnr_clean": 0.0, "correct": 0} for m in ("randdisc", "prd", "swrd")}
+    for i in range(0, n, batch_size):
+        out = denoising_examples(name, x[i:i + batch_size], y[i:i + batch_size], eps=eps, s=s, k=k,
+                                 seed=seed + i, net=net)
+        yb = y[i:i + batch_size]
+        acc["f(x′)"] += int((out["pred_x_adv"] == yb).sum())
+        for m, r in out["methods"].items():
+            sums[m]["psnr_adv"] += float(r["psnr_adv"].sum())
+            sums[m]["psnr_clean"] += float(r["psnr_clean"].sum())
+            sums[m]["correct"] += int((r["pred_q_adv"] == yb).sum())
+    return {"n": n, "accuracy_f_adv": acc["f(x′)"] / n,
+            "methods": {m: {"mean_psnr_adv_db": v["psnr_adv"] / n, "mean_psnr_clean_db": v["psnr_clean"] / n,
+                            "accuracy_q_adv": v["correct"] / n} for m, v in sums.items()}}
 
 
-def variant_frame(eps_list=(0.16, 0.24, 0.32), n: int = 1000, seed: int = 0):
-    """Table 1 rows under both readings of ε, beside the paper (stored records only)."""
+def run_fig7(datasets=("mnist", "cifar10"), n: int = 200, seed: int = 0, device: str = "cpu", progress=True):
+    """Figure 7's settings (:data:`FIG7`) over ``n`` test images per dataset, as records
+    (kind ``fig7``): mean PSNR(x, Q(x′)), PSNR(x, Q(x)) and accuracy of f on Q(x′) per quantizer."""
+    from .results import load_or_run
+
+    out = {}
+    for d in datasets:
+        name = spec(d).name
+        params = dict(dataset=name, n=n, seed=seed, **FIG7[name], attack="pgd-oblivious")
+        out[name] = load_or_run("fig7", params, lambda **p: _fig7_summary(
+            p["dataset"], p["n"], p["seed"], p["eps"], p["s"], p["k"]), device=device)
+    return out
+
+
+def fig7_frame(n: int = 200, seed: int = 0):
+    """The stored Figure 7 records as a table (datasets without a record are left out)."""
     import pandas as pd
 
     from .results import load_record
 
-    sp = table_spec("table1")
-    out = []
-    for row in sp["rows"]:
-        if row["variant"] is not None:
+    rows = []
+    for name, cfg in FIG7.items():
+        rec = load_record("fig7", dict(dataset=name, n=n, seed=seed, **cfg, attack="pgd-oblivious"))
+        if rec is None:
             continue
-        for eps in eps_list:
-            j = list(sp["eps"]).index(eps)
-            line = {"method": row["method"], "ε": eps, "paper (%)": row["paper"][j] if row["paper"] else None}
-            for attack, label in (("pgd-oblivious", "ε on pixels (%)"), ("pgd-oblivious-normeps", "ε normalized (%)")):
-                rec = load_record("robust_accuracy", dict(dataset="mnist", arch=sp["arch"], variant=None,
-                                                          defense=row["defense"], eps=eps, n=n, seed=seed, votes=1,
-                                                          attack=attack))
-                line[label] = round(100 * rec["result"]["accuracy"], 1) if rec else None
-            out.append(line)
+        r = rec["result"]
+        for m, v in r["methods"].items():
+            rows.append({"dataset": name, "method": {"randdisc": "RandDisc", "prd": "pRD", "swrd": "swRD"}[m],
+                         "s": 1 if m == "randdisc" else cfg["s"], "k": cfg["k"], "n": r["n"],
+                         "PSNR(x, Q(x′)) dB": round(v["mean_psnr_adv_db"], 2),
+                         "PSNR(x, Q(x)) dB": round(v["mean_psnr_clean_db"], 2),
+                         "accuracy f(Q(x′)) %": round(100 * v["accuracy_q_adv"], 1),
+                         "accuracy f(x′) %": round(100 * r["accuracy_f_adv"], 1)})
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- reproduction study
+
+#: The reproduction study: each variant changes *one* thing of the paper's protocol, on the
+#: quantizer rows of Tables 1 and 2. name -> (description, changes to the record's parameters;
+#: ``defense`` entries are merged into the quantizer's dict).
+VARIANTS = {
+    "protocol": ("the paper's protocol as written: PGD on f, ε on [0, 1] pixels", {}),
+    "normeps": ("ε on normalized inputs (x − μ)/σ, i.e. ε·σ on pixels", {"attack": "pgd-oblivious-normeps"}),
+    "whitebox": (f"white-box: PGD through f∘Q with BPDA and EOT ({BPDA_EOT_SAMPLES} draws per step)",
+                 {"attack": "pgd-bpda-eot", "eot_samples": BPDA_EOT_SAMPLES}),
+    "resnet18": ("f is the paper's ResNet-18 architecture (trained here on CPU, see its card)",
+                 {"arch": "resnet18"}),
+    "kmeans-random": ("k-means seeded with k random patches instead of k-means++", {"defense": {"init": "random"}}),
+    "kmeans-1iter": ("k-means++ seeding and a single Lloyd iteration", {"defense": {"max_iter": 1}}),
+}
+#: Radii (on [0, 1]) and test images of the study per table: the large radii, where we differ.
+VARIANT_SETTINGS = {"table1": {"eps": (0.16, 0.24, 0.32), "n": 500},
+                    "table2": {"eps": (8 / 255, 16 / 255), "n": 200}}
+
+
+def variant_params(variant: str, table: str, row: dict, eps: float, n: int, seed: int = 0) -> dict:
+    """Record parameters of one cell (quantizer row, ε) of ``table`` under ``variant``."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {sorted(VARIANTS)}; got {variant!r}")
+    sp = table_spec(table)
+    change = VARIANTS[variant][1]
+    params = dict(dataset=sp["dataset"], arch=change.get("arch", sp["arch"]), variant=None,
+                  defense={**row["defense"], **change.get("defense", {})}, eps=eps, n=n, seed=seed, votes=1,
+                  attack=change.get("attack", "pgd-oblivious"))
+    if "eot_samples" in change:
+        params["eot_samples"] = change["eot_samples"]
+    return params
+
+
+def _variant_available(variant, table) -> bool:
+    from .models import weights_path
+
+    arch = VARIANTS[variant][1].get("arch")
+    return arch is None or weights_path(table_spec(table)["dataset"], arch, None).is_file()
+
+
+def _variant_cells(table, n, seed):
+    sp = table_spec(table)
+    st = VARIANT_SETTINGS[table]
+    n = st["n"] if n is None else n
+    rows = [r for r in sp["rows"] if r["variant"] is None and r["defense"]["method"] != "none"]
+    return sp, [(eps, row) for eps in st["eps"] for row in rows], n
+
+
+def run_variants(table: str = "table1", variants=tuple(VARIANTS), n: int | None = None, seed: int = 0,
+                 device: str = "cpu", progress: bool = True) -> list[dict]:
+    """Run (or load) the reproduction study's records for ``table``: every quantizer row at the
+    radii of :data:`VARIANT_SETTINGS`, once per variant of :data:`VARIANTS` (variants whose
+    classifier is not trained are skipped)."""
+    from tqdm.auto import tqdm
+
+    _, cells, n = _variant_cells(table, n, seed)
+    jobs = [(v, eps, row) for v in variants if _variant_available(v, table) for eps, row in cells]
+    recs = []
+    for v, eps, row in tqdm(jobs, desc=f"variants {table} n={n}", disable=not progress):
+        recs.append(robust_accuracy_record(**variant_params(v, table, row, eps, n, seed), device=device))
+    return recs
+
+
+def variant_frame(table: str = "table1", variants=tuple(VARIANTS), n: int | None = None, seed: int = 0):
+    """The reproduction study from stored records: one line per quantizer row and ε, the paper's
+    accuracy and ours under each variant (``None`` where the record does not exist)."""
+    import pandas as pd
+
+    from .results import load_record
+
+    sp, cells, n = _variant_cells(table, n, seed)
+    out = []
+    for eps, row in cells:
+        j = list(sp["eps"]).index(eps)
+        d = row["defense"]
+        line = {"method": row["method"], "s": d["s"], "k": d["k"], "ε (paper units)": sp["eps_paper"][j],
+                "paper (%)": row["paper"][j]}
+        for v in variants:
+            rec = load_record("robust_accuracy", variant_params(v, table, row, eps, n, seed))
+            line[v] = round(100 * rec["result"]["accuracy"], 1) if rec else None
+        out.append(line)
+    frame = pd.DataFrame(out)
+    frame.attrs["n"] = n
+    return frame
+
+
+def variant_summary(frame, tolerance: float = 5.0):
+    """Per variant of a :func:`variant_frame`: cells with records, how many are within
+    ``tolerance`` points of the paper, and the mean gap (ours − paper) in points."""
+    import pandas as pd
+
+    out = []
+    for v in [c for c in frame.columns if c in VARIANTS]:
+        have = frame.dropna(subset=[v])
+        gap = have[v] - have["paper (%)"]
+        out.append({"variant": v, "what changes": VARIANTS[v][0], "cells": len(have),
+                    f"within {tolerance:g} points": int((gap.abs() <= tolerance).sum()) if len(have) else None,
+                    "mean gap (points)": round(float(gap.mean()), 1) if len(have) else None})
     return pd.DataFrame(out)

@@ -82,6 +82,9 @@ __all__ = [
 #: k-means settings of the clustering step (scikit-learn's defaults, n_init = 1).
 KMEANS_MAX_ITER = 300
 KMEANS_TOL = 1e-4
+#: Seedings of the clustering step: scikit-learn's greedy k-means++ (the default, as in RandDisc's
+#: code) or k distinct random patches (a variant of the reproduction study).
+KMEANS_INITS = ("k-means++", "random")
 
 
 # --------------------------------------------------------------------------------------------
@@ -180,16 +183,23 @@ def _noisy(P, std, generator):
     return out.mul_(std).add_(P)
 
 
-def _fit_centers(P, k, sigma, generator):
+def _fit_centers(P, k, sigma, generator, init="k-means++", max_iter=KMEANS_MAX_ITER):
     """Codebook of each image: k-means of the noisy patches ``P + sigma * N(0, I)``.
 
     ``P`` is the patch matrix ``(B, n, d)``. The clustering noise is the ``eps_i`` of Section 3.1
     (read as sigma, see the module docstring), added before clustering, ahead of eq. (1).
     """
     X = _noisy(P, sigma, generator)
-    centers, _, _ = _kmeans_core(X.contiguous(), k, init="k-means++", generator=generator,
-                                 max_iter=KMEANS_MAX_ITER, tol=KMEANS_TOL)
+    centers, _, _ = _kmeans_core(X.contiguous(), k, init=init, generator=generator,
+                                 max_iter=max_iter, tol=KMEANS_TOL)
     return centers
+
+
+def _check_kmeans(init, max_iter):
+    """The k-means options of the clustering step: ``init`` and ``max_iter``."""
+    if init not in KMEANS_INITS:
+        raise ValueError(f"init must be one of {KMEANS_INITS} (k-means seeding of the codebook); got {init!r}")
+    return init, _check_int(max_iter, "max_iter", 1, None)
 
 
 def assign(P: torch.Tensor, centers: torch.Tensor, tau: float, generator=None) -> torch.Tensor:
@@ -295,7 +305,7 @@ def _pad_to_multiple(x, s):
     return x
 
 
-def _prd_chunk(x, s, k, sigma, tau, generator, centers):
+def _prd_chunk(x, s, k, sigma, tau, generator, centers, init="k-means++", max_iter=KMEANS_MAX_ITER):
     """pRD (RandDisc for ``s = 1``) of one chunk: padding, patches, codebook, eq. (1), crop, clamp."""
     B, C, H, W = x.shape
     xp = _pad_to_multiple(x, s)
@@ -304,19 +314,19 @@ def _prd_chunk(x, s, k, sigma, tau, generator, centers):
     d = C * s * s
     P = xp.reshape(B, C, nh, s, nw, s).permute(0, 2, 4, 1, 3, 5).reshape(B, nh * nw, d)
     if centers is None:
-        centers = _fit_centers(P, k, sigma, generator)
+        centers = _fit_centers(P, k, sigma, generator, init, max_iter)
     labels = assign(P, centers, tau, generator)
     Q = _take_rows(centers.to(x.dtype).contiguous(), labels)                     # (B, n, d)
     out = Q.view(B, nh, nw, C, s, s).permute(0, 3, 1, 4, 2, 5).reshape(B, C, Hp, Wp)
     return out[:, :, :H, :W].clamp(0.0, 1.0), centers
 
 
-def _swrd_chunk(x, s, k, sigma, tau, beta, generator, centers):
+def _swrd_chunk(x, s, k, sigma, tau, beta, generator, centers, init="k-means++", max_iter=KMEANS_MAX_ITER):
     """swRD of one chunk: windows, codebook, eq. (1) per window, eqs. (2)-(4), clamp."""
     B, C, H, W = x.shape
     P = _windows(x, s)                                                       # (B, L, d)
     if centers is None:
-        centers = _fit_centers(P, k, sigma, generator)
+        centers = _fit_centers(P, k, sigma, generator, init, max_iter)
     labels = assign(P, centers, tau, generator)
     out = swrd_blend(P, labels, centers, (H, W), s, beta)
     return out.clamp_(0.0, 1.0), centers
@@ -357,7 +367,8 @@ def _run_chunks(fn, x, centers, chunk_size, return_centers, k, d, generator, thr
 
 def rand_disc(x: torch.Tensor, k: int, sigma: float, tau: float, generator: torch.Generator | None = None,
               *, centers: torch.Tensor | None = None, return_centers: bool = False,
-              chunk_size: int | None = None, threads: int | None = None):
+              chunk_size: int | None = None, threads: int | None = None, init: str = "k-means++",
+              max_iter: int = KMEANS_MAX_ITER):
     """RandDisc (Zhang & Liang), the pixel-level quantizer: eq. (1) with ``s = 1``.
 
     Each pixel ``p_i in R^C`` gets clustering noise ``sigma * N(0, I)``; the noisy pixels of each image
@@ -376,17 +387,20 @@ def rand_disc(x: torch.Tensor, k: int, sigma: float, tau: float, generator: torc
     chunk_size : int, optional -- images per chunk (default :func:`default_chunk_size`)
     threads : int, optional -- CPU worker threads, one chunk each (default: auto, up to
         ``torch.get_num_threads()`` as far as the machine has idle cores)
+    init : "k-means++" | "random" -- seeding of the k-means codebook (default: greedy k-means++)
+    max_iter : int >= 1 -- Lloyd iterations at most (default 300, scikit-learn's)
 
     Returns ``x_hat`` (B, C, H, W) clamped to [0, 1], or ``(x_hat, centers)``.
     """
     return prd(x, 1, k, sigma, tau, generator, centers=centers, return_centers=return_centers,
-               chunk_size=chunk_size, threads=threads)
+               chunk_size=chunk_size, threads=threads, init=init, max_iter=max_iter)
 
 
 @_cpu_intra_op_1
 def prd(x: torch.Tensor, s: int, k: int, sigma: float, tau: float, generator: torch.Generator | None = None,
         *, centers: torch.Tensor | None = None, return_centers: bool = False,
-        chunk_size: int | None = None, threads: int | None = None):
+        chunk_size: int | None = None, threads: int | None = None, init: str = "k-means++",
+        max_iter: int = KMEANS_MAX_ITER):
     """Patched RandDisc (pRD), Section 3.1, eq. (1).
 
     The image is cut into non-overlapping ``s x s`` patches (zero-padded at the bottom/right when
@@ -402,7 +416,8 @@ def prd(x: torch.Tensor, s: int, k: int, sigma: float, tau: float, generator: to
     k : int in [1, n] -- codebook size
     sigma, tau : float >= 0 -- clustering / assignment noise std on the [0, 1] scale
         (the paper's CIFAR-10/SVHN value 4 on the 0-255 scale is 4/255 here)
-    generator, centers, return_centers, chunk_size, threads : as in :func:`rand_disc`; ``centers`` has shape
+    generator, centers, return_centers, chunk_size, threads, init, max_iter : as in :func:`rand_disc`;
+        ``centers`` has shape
         ``(B, k, C*s*s)`` in unfold order.
 
     Returns ``x_hat`` (B, C, H, W) clamped to [0, 1], or ``(x_hat, centers (B, k, C*s*s))``.
@@ -411,16 +426,18 @@ def prd(x: torch.Tensor, s: int, k: int, sigma: float, tau: float, generator: to
     s, k, sigma, tau, _ = _check_common(s, k, sigma, tau)
     _check_generator(generator)
     _check_against_x(x, s, k, "prd", centers)
+    init, max_iter = _check_kmeans(init, max_iter)
     d = x.shape[1] * s * s
     n = _n_patches(x.shape[2], x.shape[3], s, "prd")
-    return _run_chunks(lambda xc, cc, g: _prd_chunk(xc, s, k, sigma, tau, g, cc),
+    return _run_chunks(lambda xc, cc, g: _prd_chunk(xc, s, k, sigma, tau, g, cc, init, max_iter),
                        x, centers, chunk_size, return_centers, k, d, generator, threads, n)
 
 
 @_cpu_intra_op_1
 def swrd(x: torch.Tensor, s: int, k: int, sigma: float, tau: float, beta: float,
          generator: torch.Generator | None = None, *, centers: torch.Tensor | None = None,
-         return_centers: bool = False, chunk_size: int | None = None, threads: int | None = None):
+         return_centers: bool = False, chunk_size: int | None = None, threads: int | None = None,
+         init: str = "k-means++", max_iter: int = KMEANS_MAX_ITER):
     """Sliding-window RandDisc (swRD), Section 3.2, eqs. (2)-(4).
 
     All ``L = (H-s+1)(W-s+1)`` stride-1 ``s x s`` windows are the patches. Clustering noise
@@ -438,7 +455,7 @@ def swrd(x: torch.Tensor, s: int, k: int, sigma: float, tau: float, beta: float,
     sigma, tau : float >= 0 -- clustering / assignment noise std on the [0, 1] scale
     beta : float > 0 -- eq. (2) coefficient on the [0, 1] scale: the paper's 0-255-scale value times
         255^2 (CIFAR-10 0.1 -> 6502.5, SVHN 0.5 -> 32512.5; MNIST's beta = 1 is already on [0, 1])
-    generator, centers, return_centers, chunk_size, threads : as in :func:`prd`.
+    generator, centers, return_centers, chunk_size, threads, init, max_iter : as in :func:`prd`.
 
     Returns ``x_hat`` (B, C, H, W) clamped to [0, 1], or ``(x_hat, centers (B, k, C*s*s))``.
     """
@@ -446,9 +463,10 @@ def swrd(x: torch.Tensor, s: int, k: int, sigma: float, tau: float, beta: float,
     s, k, sigma, tau, beta = _check_common(s, k, sigma, tau, beta)
     _check_generator(generator)
     _check_against_x(x, s, k, "swrd", centers)
+    init, max_iter = _check_kmeans(init, max_iter)
     d = x.shape[1] * s * s
     n = _n_patches(x.shape[2], x.shape[3], s, "swrd")
-    return _run_chunks(lambda xc, cc, g: _swrd_chunk(xc, s, k, sigma, tau, beta, g, cc),
+    return _run_chunks(lambda xc, cc, g: _swrd_chunk(xc, s, k, sigma, tau, beta, g, cc, init, max_iter),
                        x, centers, chunk_size, return_centers, k, d, generator, threads, n)
 
 
@@ -460,12 +478,21 @@ class _Quantizer(nn.Module):
     """Shared plumbing of the modules of eq. (1) / eqs. (2)-(4): ``generator`` attribute,
     ``last_centers`` (raw centres of the last call)."""
 
-    def __init__(self, generator=None, chunk_size=None):
+    def __init__(self, generator=None, chunk_size=None, init="k-means++", max_iter=KMEANS_MAX_ITER):
         super().__init__()
         _check_generator(generator)
         self.generator = generator
         self.chunk_size = chunk_size
+        self.init, self.max_iter = _check_kmeans(init, max_iter)
         self.last_centers: torch.Tensor | None = None
+
+    def _options(self):
+        return dict(return_centers=True, chunk_size=self.chunk_size, init=self.init, max_iter=self.max_iter)
+
+    def _kmeans_repr(self):
+        if (self.init, self.max_iter) == ("k-means++", KMEANS_MAX_ITER):
+            return ""
+        return f", init={self.init!r}, max_iter={self.max_iter}"
 
     def _store(self, result):
         out, centers = result
@@ -482,16 +509,17 @@ class RandDisc(_Quantizer):
     ``self.last_centers``.
     """
 
-    def __init__(self, k: int, sigma: float, tau: float, *, generator=None, chunk_size=None):
-        super().__init__(generator, chunk_size)
+    def __init__(self, k: int, sigma: float, tau: float, *, generator=None, chunk_size=None,
+                 init: str = "k-means++", max_iter: int = KMEANS_MAX_ITER):
+        super().__init__(generator, chunk_size, init, max_iter)
         _, self.k, self.sigma, self.tau, _ = _check_common(1, k, sigma, tau)
 
     def forward(self, x):
         return self._store(rand_disc(x, self.k, self.sigma, self.tau, self.generator,
-                                     return_centers=True, chunk_size=self.chunk_size))
+                                     **self._options()))
 
     def extra_repr(self):
-        return f"k={self.k}, sigma={self.sigma:.6g}, tau={self.tau:.6g}"
+        return f"k={self.k}, sigma={self.sigma:.6g}, tau={self.tau:.6g}" + self._kmeans_repr()
 
 
 class PRD(_Quantizer):
@@ -502,16 +530,17 @@ class PRD(_Quantizer):
     returns the quantized batch clamped to [0, 1]; centres ``(B, k, C*s*s)`` in ``last_centers``.
     """
 
-    def __init__(self, s: int, k: int, sigma: float, tau: float, *, generator=None, chunk_size=None):
-        super().__init__(generator, chunk_size)
+    def __init__(self, s: int, k: int, sigma: float, tau: float, *, generator=None, chunk_size=None,
+                 init: str = "k-means++", max_iter: int = KMEANS_MAX_ITER):
+        super().__init__(generator, chunk_size, init, max_iter)
         self.s, self.k, self.sigma, self.tau, _ = _check_common(s, k, sigma, tau)
 
     def forward(self, x):
         return self._store(prd(x, self.s, self.k, self.sigma, self.tau, self.generator,
-                               return_centers=True, chunk_size=self.chunk_size))
+                               **self._options()))
 
     def extra_repr(self):
-        return f"s={self.s}, k={self.k}, sigma={self.sigma:.6g}, tau={self.tau:.6g}"
+        return f"s={self.s}, k={self.k}, sigma={self.sigma:.6g}, tau={self.tau:.6g}" + self._kmeans_repr()
 
 
 class SWRD(_Quantizer):
@@ -524,17 +553,17 @@ class SWRD(_Quantizer):
     """
 
     def __init__(self, s: int, k: int, sigma: float, tau: float, beta: float, *, generator=None,
-                 chunk_size=None):
-        super().__init__(generator, chunk_size)
+                 chunk_size=None, init: str = "k-means++", max_iter: int = KMEANS_MAX_ITER):
+        super().__init__(generator, chunk_size, init, max_iter)
         self.s, self.k, self.sigma, self.tau, self.beta = _check_common(s, k, sigma, tau, beta)
 
     def forward(self, x):
         return self._store(swrd(x, self.s, self.k, self.sigma, self.tau, self.beta, self.generator,
-                                return_centers=True, chunk_size=self.chunk_size))
+                                **self._options()))
 
     def extra_repr(self):
         return (f"s={self.s}, k={self.k}, sigma={self.sigma:.6g}, tau={self.tau:.6g}, "
-                f"beta={self.beta:.6g}")
+                f"beta={self.beta:.6g}" + self._kmeans_repr())
 
 
 # --------------------------------------------------------------------------------------------

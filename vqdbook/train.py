@@ -223,6 +223,8 @@ def train(dataset: str, arch: str, *, epochs: int | None = None, batch_size: int
                 loss = _loss(method, model, out, xb, yb, adv)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            # the LR this step used; after the final step OneCycleLR extrapolates one step past its end
+            lr_used = opt.param_groups[0]["lr"]
             opt.step()
             sched.step()
             loss_sum += loss.item() * len(yb)
@@ -233,7 +235,7 @@ def train(dataset: str, arch: str, *, epochs: int | None = None, batch_size: int
         dt = time.time() - t0
         train_time += dt
         history.append({"epoch": epoch + 1, "loss": loss_sum / seen, "train_acc": correct / seen,
-                        "lr_end": sched.get_last_lr()[0], "seconds": dt})
+                        "lr_end": lr_used, "seconds": dt})
         _atomic_save({"config": cfg, "model": model.state_dict(), "optimizer": opt.state_dict(),
                       "scheduler": sched.state_dict(), "rng": torch.get_rng_state(), "epoch": epoch + 1,
                       "history": history, "train_time_s": train_time}, ckpt_path)
