@@ -800,7 +800,7 @@ def kl_record(dataset: str, method: str, eps: float, *, n_images: int = 5, n_sam
               k: int | None = None, sigma: float | None = None, tau: float | None = None,
               beta: float | None = None, second_term: bool = True, n_u: int = 4, n_draws: int = 500,
               arch: str | None = None, variant: str | None = None, root=None, progress: bool = False,
-              _cache=None) -> dict:
+              _cache=None, load_only: bool = False) -> dict | None:
     """Load or compute the ``"kl"`` record of one (dataset, method, eps) point of Figure 6 (eq. (9)).
 
     Unset parameters take Section 4.2's values (:data:`FIG6_SETTINGS`); see :func:`run_kl`.
@@ -809,12 +809,16 @@ def kl_record(dataset: str, method: str, eps: float, *, n_images: int = 5, n_sam
 
     params = _kl_params(dataset, method, eps, n_images, n_samples, k_gmm, n_mc, seed, s, k, sigma, tau, beta,
                         second_term, n_u, n_draws, arch, variant)
+    if load_only:
+        from .results import load_record
+
+        return load_record("kl", params, root=root)
     return load_or_run("kl", params, lambda **p: run_kl(**p, _cache=_cache, progress=progress), root=root)
 
 
 def run_fig6(dataset: str, eps_list=None, n_images: int = 5, n_samples: int = 2000, k_gmm: int | None = None,
              methods=METHODS, seed: int = 0, *, n_mc: int = 100_000, second_term: bool = True,
-             progress: bool = True, root=None, **overrides) -> list[dict]:
+             progress: bool = True, root=None, load_only: bool = False, **overrides) -> list[dict]:
     """Figure 6: ``D_KL(Q_hat_{C|X=x} || Q_hat_{C|X=x'})`` (eq. (9)) per method, eps and image.
 
     One ``"kl"`` record per (method, eps) (resumable; see :func:`kl_record`); the clean samples
@@ -822,7 +826,9 @@ def run_fig6(dataset: str, eps_list=None, n_images: int = 5, n_samples: int = 20
     (5 images, 2,000 samples) are far below the paper's 10,000 samples; pass ``n_samples=10_000``
     (and ``n_mc=100_000``, the default) for the paper's numbers. ``overrides`` may set ``s``,
     ``k``, ``sigma``, ``tau``, ``beta``, ``n_u``, ``n_draws``, ``arch``, ``variant``.
-    Returns the records (``record["result"]`` holds the per-image values).
+    Returns the records (``record["result"]`` holds the per-image values). With ``load_only``
+    nothing is computed: only the stored records are returned (missing points are left out) --
+    how the book shows runs too long to execute while it builds.
     """
     from tqdm.auto import tqdm
 
@@ -838,9 +844,11 @@ def run_fig6(dataset: str, eps_list=None, n_images: int = 5, n_samples: int = 20
     for m in methods:
         cache: dict = {}          # clean samples of this method, reused across eps
         for e in eps_list:
-            records.append(kl_record(name, m, e, n_images=n_images, n_samples=n_samples, k_gmm=k_gmm, n_mc=n_mc,
-                                     seed=seed, second_term=second_term, root=root, progress=progress,
-                                     _cache=cache, **overrides))
+            rec = kl_record(name, m, e, n_images=n_images, n_samples=n_samples, k_gmm=k_gmm, n_mc=n_mc,
+                            seed=seed, second_term=second_term, root=root, progress=progress,
+                            _cache=cache, load_only=load_only, **overrides)
+            if rec is not None:
+                records.append(rec)
             bar.update(1)
     bar.close()
     return records
@@ -870,7 +878,8 @@ def fig6_frame(records: list[dict]):
 def run_certified(dataset: str, eps_list=None, n_images: int = 5, n_samples: int = 2000,
                   k_gmm: int | None = None, methods=METHODS, seed: int = 0, *, t: int = 1000,
                   t_margin: int = 200, alpha: float = 0.05, kl_terms: str = "both",
-                  n_mc: int = 100_000, progress: bool = True, root=None, **overrides) -> list[dict]:
+                  n_mc: int = 100_000, progress: bool = True, root=None, load_only: bool = False,
+                  **overrides) -> list[dict]:
     """Certified accuracy by Theorem 1 (eq. (5)) as a function of eps, per method.
 
     For each method and eps: the KL per image from the ``"kl"`` record (first term, eq. (9),
@@ -878,7 +887,8 @@ def run_certified(dataset: str, eps_list=None, n_images: int = 5, n_samples: int
     image's vote frequencies over ``t_margin`` quantizer draws (:func:`vote_frequencies`); and
     :func:`is_certified` with ``t`` votes at confidence ``1 - alpha``. One ``"certified"``
     record per (method, eps); ``result["certified_accuracy"]`` is the fraction certified.
-    Needs the pretrained classifier (:func:`vqdbook.models.load_pretrained`).
+    Needs the pretrained classifier (:func:`vqdbook.models.load_pretrained`). With ``load_only``
+    only stored records are returned (missing points are left out).
     """
     from tqdm.auto import tqdm
 
@@ -926,6 +936,13 @@ def run_certified(dataset: str, eps_list=None, n_images: int = 5, n_samples: int
                         "certified_accuracy": float(np.mean(cert)),
                         "delta_needed": certified_radius_delta(m, p["t"], p["alpha"])}
 
+            if load_only:
+                from .results import load_record
+
+                rec = load_record("certified", params, root=root)
+                if rec is not None:
+                    records.append(rec)
+                continue
             records.append(load_or_run("certified", params, fn, root=root))
     return records
 
