@@ -109,3 +109,25 @@ def test_variants_change_one_thing_and_render_from_records(results_dir):
     assert summary.loc["protocol", "mean gap (points)"] == pytest.approx(60.0 - 89.94, abs=0.05)
     with pytest.raises(ValueError, match="variant must be one of"):
         experiments.variant_params("nope", "table1", row, 0.32, 500)
+
+
+def test_fig7_record_and_frame(results_dir):
+    recs = experiments.run_fig7(datasets=("mnist",), n=4, seed=0, progress=False)
+    res = recs["mnist"]["result"]
+    assert res["n"] == 4 and set(res["methods"]) == {"randdisc", "prd", "swrd"}
+    for v in res["methods"].values():
+        assert 0 <= v["accuracy_q_adv"] <= 1 and v["mean_psnr_clean_db"] > 0
+    frame = experiments.fig7_frame(n=4)
+    assert list(frame["method"]) == ["RandDisc", "pRD", "swRD"] and (frame["n"] == 4).all()
+    again = experiments.run_fig7(datasets=("mnist",), n=4, seed=0, progress=False)
+    assert again["mnist"]["created"] == recs["mnist"]["created"]   # loaded, not recomputed
+
+
+def test_bench_table1_accounts_for_its_time():
+    from vqdbook.bench import run_bench_table1
+
+    r = run_bench_table1(n=10, progress=False)
+    assert len(r["cells"]) == 7 * 4   # 7 radii x (no defense, RandDisc, pRD, swRD)
+    assert r["seconds_attack"] > 0 and r["seconds_quantize_classify"] > 0
+    assert r["seconds_attack"] + r["seconds_quantize_classify"] <= r["seconds_total"]
+    assert 0 < r["share_attack"] < 1

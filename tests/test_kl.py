@@ -189,6 +189,9 @@ def test_fig6_record_at_eps0_is_zero_and_resumes(tmp_path):
     assert recs[0]["kind"] == "kl" and res["kl"] == [0.0] and res["second"] == [0.0]
     again = K.run_fig6("mnist", [0.0], methods=("prd",), **kw)
     assert again[0]["created"] == recs[0]["created"] and again[0]["runtime_s"] == recs[0]["runtime_s"]
+    # load_only: stored points come back, missing ones are left out, nothing is computed
+    only = K.run_fig6("mnist", [0.0, 0.1], methods=("prd",), load_only=True, **kw)
+    assert [r["created"] for r in only] == [recs[0]["created"]]
     frame = K.fig6_frame(recs)
     assert list(frame["method"]) == ["pRD"] and frame["kl_mean"].iloc[0] == 0.0
 
@@ -202,3 +205,6 @@ def test_certified_record_at_eps0(tmp_path):
     assert res["delta"][0] == pytest.approx(0.5 * res["margin"][0] ** 2)
     assert res["certified"] == [res["margin"][0] > 0 and res["delta"][0] >= res["delta_needed"]]
     assert K.certified_frame(recs)["certified_accuracy"].iloc[0] == res["certified_accuracy"]
+    assert K.run_certified("mnist", [0.0, 0.1], n_images=1, n_samples=40, k_gmm=1, methods=("prd",), t=1000,
+                           t_margin=8, n_mc=2000, n_draws=10, n_u=1, root=tmp_path, progress=False,
+                           load_only=True) == recs

@@ -495,7 +495,8 @@ def fig7_frame(n: int = 200, seed: int = 0):
         if rec is None:
             continue
         r = rec["result"]
-        for m, v in r["methods"].items():
+        for m in ("randdisc", "prd", "swrd"):   # the record's keys are stored sorted
+            v = r["methods"][m]
             rows.append({"dataset": name, "method": {"randdisc": "RandDisc", "prd": "pRD", "swrd": "swRD"}[m],
                          "s": 1 if m == "randdisc" else cfg["s"], "k": cfg["k"], "n": r["n"],
                          "PSNR(x, Q(x′)) dB": round(v["mean_psnr_adv_db"], 2),
