@@ -91,3 +91,13 @@ def test_train_resume_after_kill_gives_the_same_weights(tmp_path):
     with pytest.raises(RuntimeError, match="another configuration"):
         train("mnist", "mnist_cnn", out_dir=tmp_path / "b", checkpoint_dir=tmp_path / "cb",
               **{**kw, "lr": 0.01})
+
+
+def test_eps_ramp_scales_eps_and_alpha_linearly():
+    from vqdbook.train import _ramped
+
+    adv = {"eps": 0.3, "alpha": 0.1, "steps": 5, "eps_ramp_epochs": 2}
+    half = _ramped(adv, 100, 100)                 # one epoch of a two-epoch ramp
+    assert half["eps"] == pytest.approx(0.15) and half["alpha"] == pytest.approx(0.05) and half["steps"] == 5
+    assert _ramped(adv, 500, 100)["eps"] == 0.3   # after the ramp: the full radius
+    assert _ramped({"eps": 0.3, "alpha": 0.1}, 1, 100)["eps"] == 0.3

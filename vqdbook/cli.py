@@ -14,6 +14,8 @@ def _cmd_train(a):
                                          "variant", "device", "notes", "precision", "method")}
     if a.no_augment:
         kwargs["augment"] = False
+    if a.eps_ramp:
+        kwargs["adv"] = {"eps_ramp_epochs": a.eps_ramp}
     if a.threads:
         import torch
 
@@ -111,6 +113,8 @@ def main(argv=None):
     t.add_argument("--threads", type=int)
     t.add_argument("--method", choices=["natural", "fastat", "trades", "mart"], default="natural",
                    help="natural training (the paper's f) or an adversarial-training baseline")
+    t.add_argument("--eps-ramp", type=float, default=0.0,
+                   help="adversarial methods: grow ε linearly from 0 over this many epochs")
     t.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     t.add_argument("--notes", default="")
     t.set_defaults(func=_cmd_train)

@@ -92,6 +92,15 @@ def _adversarial_inputs(model, x, y, method, adv, generator):
         model.train(was_training)
 
 
+def _ramped(adv: dict, step: int, steps_per_epoch: int) -> dict:
+    """``adv`` with ε and α scaled by ``min(1, step / (eps_ramp_epochs * steps_per_epoch))``."""
+    ramp = adv.get("eps_ramp_epochs", 0)
+    if not ramp:
+        return adv
+    frac = min(1.0, step / (ramp * steps_per_epoch))
+    return {**adv, "eps": adv["eps"] * frac, "alpha": adv["alpha"] * frac}
+
+
 def _loss(method, model, out, xb, y, adv):
     """Training loss. ``out`` = logits of the inputs the method trains on (x′ for trades/mart)."""
     if method in ("natural", "fastat"):
@@ -142,7 +151,9 @@ def train(dataset: str, arch: str, *, epochs: int | None = None, batch_size: int
             (Zhang et al. 2019: CE + β·KL(f(x) ‖ f(x′)), x′ by PGD on the KL) or ``"mart"`` (Wang et
             al. 2020: boosted CE on x′ + β·KL·(1 − p_y(x))).
         adv: attack settings for those: ``eps``, ``steps``, ``alpha``, ``beta`` (defaults in
-            :data:`ADV_DEFAULTS`, on the [0, 1] scale).
+            :data:`ADV_DEFAULTS`, on the [0, 1] scale), and ``eps_ramp_epochs``: grow ε (and α)
+            linearly from 0 over this many epochs (default 0: full ε from the first step; MNIST
+            MART from scratch at ε = 0.3 does not leave chance level without a ramp).
         n_test: measure the card's accuracy on a stratified test subset (default: the full test set).
 
     Returns:
@@ -217,7 +228,8 @@ def train(dataset: str, arch: str, *, epochs: int | None = None, batch_size: int
                     xb = transform(xb)
             xb, yb = xb.to(device), yb.to(device)
             if method != "natural":
-                xb = _adversarial_inputs(model, xb, yb, method, adv, g)
+                xb = _adversarial_inputs(model, xb, yb, method, _ramped(adv, epoch * steps_per_epoch + i + 1,
+                                                                       steps_per_epoch), g)
             with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                 out = model(xb[len(yb):] if method in ("trades", "mart") else xb)
                 loss = _loss(method, model, out, xb, yb, adv)
