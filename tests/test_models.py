@@ -101,3 +101,21 @@ def test_eps_ramp_scales_eps_and_alpha_linearly():
     assert half["eps"] == pytest.approx(0.15) and half["alpha"] == pytest.approx(0.05) and half["steps"] == 5
     assert _ramped(adv, 500, 100)["eps"] == 0.3   # after the ramp: the full radius
     assert _ramped({"eps": 0.3, "alpha": 0.1}, 1, 100)["eps"] == 0.3
+
+
+def test_mart_loss_gradient_is_finite_when_probabilities_underflow():
+    """A confident net gives softmax probabilities that are exactly 0; MART's KL must not turn
+    them into NaN gradients (F.kl_div's gradient in its target is log 0 there)."""
+    import torch.nn as nn
+
+    from vqdbook.train import _loss
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    with torch.no_grad():
+        net[1].weight.mul_(1e4)                     # logit gaps of thousands: exact zeros in softmax
+    x, y = torch.rand(8, 1, 2, 2), torch.randint(0, 3, (8,))
+    xb = torch.cat([x, (x + 0.1).clamp(0, 1)])
+    loss = _loss("mart", net, net(xb[8:]), xb, y, {"beta": 6.0})
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in net.parameters())

@@ -117,7 +117,11 @@ def _loss(method, model, out, xb, y, adv):
     bce = F.cross_entropy(out, y) + F.nll_loss(torch.log(1.0001 - p_adv + 1e-12), other)
     p_clean = F.softmax(logits_clean, 1)
     true_prob = p_clean.gather(1, y[:, None]).squeeze(1)
-    kl = (F.kl_div(torch.log(p_adv + 1e-12), p_clean, reduction="none").sum(1) * (1.0000001 - true_prob)).mean()
+    # KL(p_clean || p_adv) per row, written out rather than F.kl_div: kl_div's gradient with respect
+    # to a target probability that underflowed to exactly 0 is log(0) = -inf, and -inf times the
+    # softmax Jacobian's 0 is NaN (it ended a run within 100 steps once the net became confident)
+    kl_rows = (p_clean * (torch.log(p_clean.clamp_min(1e-30)) - torch.log(p_adv + 1e-12))).sum(1)
+    kl = (kl_rows * (1.0000001 - true_prob)).mean()
     return bce + adv["beta"] * kl
 
 
