@@ -1,6 +1,7 @@
 """vqdbook.models and vqdbook.train: shapes, committed weights, exact resume after a kill."""
 
 import json
+import math
 import os
 
 import pytest
@@ -119,3 +120,35 @@ def test_mart_loss_gradient_is_finite_when_probabilities_underflow():
     loss = _loss("mart", net, net(xb[8:]), xb, y, {"beta": 6.0})
     loss.backward()
     assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in net.parameters())
+
+
+def _mnist_train_or_skip():
+    try:
+        load_dataset("mnist", "train", n=10)
+    except DataUnavailableError:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip("MNIST train split unavailable (set VQDBOOK_DATA)")
+
+
+def test_grad_clip_is_validated_and_recorded(tmp_path):
+    from vqdbook.train import train
+
+    _mnist_train_or_skip()
+    for bad in (0, -1.0, float("nan"), True, "1"):
+        with pytest.raises(ValueError, match="grad_clip"):
+            train("mnist", "mnist_cnn", epochs=1, n_train=64, grad_clip=bad, out_dir=tmp_path, progress=False)
+    card = train("mnist", "mnist_cnn", epochs=1, batch_size=32, n_train=64, n_test=20, progress=False,
+                 method="mart", grad_clip=1.0, out_dir=tmp_path / "w", checkpoint_dir=tmp_path / "c")
+    assert card["config"]["grad_clip"] == 1.0 and math.isfinite(card["history"][0]["loss"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("method", ["fastat", "mart"])
+def test_adversarial_training_runs_on_cuda(tmp_path, method):
+    from vqdbook.train import train
+
+    _mnist_train_or_skip()
+    card = train("mnist", "mnist_cnn", epochs=1, batch_size=32, n_train=128, n_test=50, progress=False,
+                 method=method, device="cuda", out_dir=tmp_path / "w", checkpoint_dir=tmp_path / "c")
+    assert card["hardware"]["device"] == "cuda" and math.isfinite(card["history"][0]["loss"])

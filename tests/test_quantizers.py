@@ -330,3 +330,25 @@ def test_kmeans_options_reach_the_clustering():
     assert err(out_rnd) > err(out_def)
     q = Q.SWRD(2, 3, S4, S4, 1.0, init="random", max_iter=2)
     assert "init='random', max_iter=2" in repr(q) and q(x[:2]).shape == x[:2].shape
+
+
+# --------------------------------------------------------------------------------------------
+# the same transform on a GPU (run where one is lent; skipped elsewhere)
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("method,args", [("rd", (10, 0.0, 0.0)), ("prd", (2, 10, 0.0, 0.0)),
+                                         ("swrd", (4, 25, 0.0, 0.0, CIFAR_BETA))])
+def test_cuda_matches_cpu_with_the_same_centres(method, args):
+    x = _images("cifar10", 8)
+    out_cpu, cen = _fast(method, x, args, None)
+    out_gpu, cen_gpu = _fast(method, x.cuda(), args, cen.cuda())
+    assert out_gpu.device.type == "cuda" and torch.equal(cen_gpu.cpu(), cen)
+    torch.testing.assert_close(out_gpu.cpu(), out_cpu, atol=1e-5, rtol=0)
+    # and with noise the module runs end to end on the device, reproducibly from a seed
+    g1, g2 = (torch.Generator(device="cuda").manual_seed(1) for _ in range(2))
+    q = {"rd": Q.RandDisc(10, S4, S4, generator=g1), "prd": Q.PRD(2, 10, S4, S4, generator=g1),
+         "swrd": Q.SWRD(4, 25, S4, S4, CIFAR_BETA, generator=g1)}[method]
+    a = q(x.cuda())
+    q.generator = g2
+    assert torch.equal(a, q(x.cuda())) and a.device.type == "cuda"

@@ -11,7 +11,7 @@ def _cmd_train(a):
     from .train import train
 
     kwargs = {k: getattr(a, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "seed", "n_train",
-                                         "variant", "device", "notes", "precision", "method")}
+                                         "variant", "device", "notes", "precision", "method", "grad_clip")}
     if a.no_augment:
         kwargs["augment"] = False
     if a.eps_ramp:
@@ -61,7 +61,7 @@ def _cmd_run(a):
 
     n = 10000 if a.full else (a.n or experiments.DEFAULT_N.get(a.what, 1000))
     if a.what in ("table1", "table2", "table3"):
-        experiments.run_table(a.what, n=n, seed=a.seed, device=a.device)
+        experiments.run_table(a.what, n=n, seed=a.seed, device=a.device, batch_size=a.batch_size)
         import pandas as pd
 
         with pd.option_context("display.width", 250, "display.max_columns", 60):
@@ -116,6 +116,7 @@ def main(argv=None):
     t.add_argument("--eps-ramp", type=float, default=0.0,
                    help="adversarial methods: grow ε linearly from 0 over this many epochs")
     t.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    t.add_argument("--grad-clip", type=float, help="clip the gradient's global L2 norm to this value")
     t.add_argument("--notes", default="")
     t.set_defaults(func=_cmd_train)
 
@@ -137,6 +138,9 @@ def main(argv=None):
     r.add_argument("--full", action="store_true", help="the paper's 10,000 test images")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--device", default="cpu")
+    r.add_argument("--batch-size", type=int, default=500,
+                   help="tables: images per attack / quantizer batch (larger on a GPU; results do not depend on it "
+                        "beyond the quantizer's random draws)")
     r.add_argument("--samples", type=int, default=2000, help="fig6/certified: centre-set samples per image")
     r.add_argument("--datasets", nargs="+", choices=["mnist", "cifar10", "svhn"], help="fig6/certified only")
     r.add_argument("--tables", nargs="+", choices=["table1", "table2"], default=["table1", "table2"],

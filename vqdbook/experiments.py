@@ -202,9 +202,11 @@ def run_robust_accuracy(dataset: str, arch: str | None = None, variant: str | No
 def robust_accuracy_record(**params) -> dict:
     """Load the record for ``params`` or run :func:`run_robust_accuracy` and store it."""
     device = params.get("device", "cpu")
+    batch_size = params.get("batch_size", 500)
+    # where and in what batches a record was computed are not part of its key (the hardware is in it)
     stored = {k: v for k, v in params.items() if k not in ("device", "batch_size")}
-    return load_or_run("robust_accuracy", stored, lambda **p: run_robust_accuracy(**p, device=device),
-                       device=device)
+    return load_or_run("robust_accuracy", stored,
+                       lambda **p: run_robust_accuracy(**p, device=device, batch_size=batch_size), device=device)
 
 
 # ----------------------------------------------------------------------------- the paper's tables
@@ -243,7 +245,8 @@ def _model_available(dataset, variant) -> bool:
     return weights_path(dataset, DEFAULT_ARCH[dataset], variant).is_file()
 
 
-def run_table(table: str, n: int = 1000, seed: int = 0, device: str = "cpu", progress: bool = True) -> list[dict]:
+def run_table(table: str, n: int = 1000, seed: int = 0, device: str = "cpu", progress: bool = True,
+              batch_size: int = 500) -> list[dict]:
     """Compute (or load) every record of a paper table for our default classifier; returns them.
 
     ε-major order so each set of adversarial examples is computed once and reused by all rows.
@@ -258,7 +261,7 @@ def run_table(table: str, n: int = 1000, seed: int = 0, device: str = "cpu", pro
     for eps, row in tqdm(jobs, desc=f"{table} n={n}", disable=not progress):
         records.append(robust_accuracy_record(dataset=sp["dataset"], arch=sp["arch"], variant=row["variant"],
                                               defense=row["defense"], eps=eps, n=n, seed=seed, votes=1,
-                                              attack="pgd-oblivious", device=device))
+                                              attack="pgd-oblivious", device=device, batch_size=batch_size))
     return records
 
 

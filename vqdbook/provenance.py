@@ -27,7 +27,13 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 @lru_cache(maxsize=1)
 def git_commit() -> str | None:
-    """The repository's HEAD commit (with ``-dirty`` when the tree has edits), or None."""
+    """The repository's HEAD commit (with ``-dirty`` when the tree has edits), or None.
+
+    ``$VQDBOOK_COMMIT`` overrides it: set it where the code runs from a copy of the tree
+    without ``.git`` (a lent GPU machine), so records made there still name their commit.
+    """
+    if os.environ.get("VQDBOOK_COMMIT"):
+        return os.environ["VQDBOOK_COMMIT"]
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
                              text=True, timeout=10, check=True).stdout.strip()

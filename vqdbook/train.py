@@ -69,7 +69,8 @@ def _adversarial_inputs(model, x, y, method, adv, generator):
     model.eval()
     try:
         if method == "fastat":
-            x_adv = (x + eps * (2 * torch.rand(x.shape, generator=generator) - 1)).clamp(0, 1)
+            # noise from the CPU generator that orders the data, so a run is the same on any device
+            x_adv = (x + eps * (2 * torch.rand(x.shape, generator=generator) - 1).to(x.device)).clamp(0, 1)
             x_adv.requires_grad_(True)
             grad = torch.autograd.grad(F.cross_entropy(model(x_adv), y), x_adv)[0]
             x_adv = x_adv.detach() + alpha * grad.sign()
@@ -77,7 +78,7 @@ def _adversarial_inputs(model, x, y, method, adv, generator):
             return x_adv.detach()
         with torch.no_grad():
             p_clean = F.softmax(model(x), 1)
-        x_adv = (x + 0.001 * torch.randn(x.shape, generator=generator)).clamp(0, 1)
+        x_adv = (x + 0.001 * torch.randn(x.shape, generator=generator).to(x.device)).clamp(0, 1)
         for _ in range(adv["steps"]):
             x_adv.requires_grad_(True)
             if method == "trades":
@@ -137,7 +138,7 @@ def train(dataset: str, arch: str, *, epochs: int | None = None, batch_size: int
           transform=None, device: str = "cpu", out_dir: Path | None = None,
           checkpoint_dir: Path | None = None, progress: bool = True, stop_after: int | None = None,
           n_test: int | None = None, precision: str = "fp32", method: str = "natural",
-          adv: dict | None = None, notes: str = "") -> dict:
+          adv: dict | None = None, grad_clip: float | None = None, notes: str = "") -> dict:
     """Train ``arch`` on ``dataset``'s training split and write weights + a model card.
 
     SGD with Nesterov momentum and a one-cycle LR schedule, cross-entropy loss. Checkpoints go to
@@ -158,6 +159,8 @@ def train(dataset: str, arch: str, *, epochs: int | None = None, batch_size: int
             :data:`ADV_DEFAULTS`, on the [0, 1] scale), and ``eps_ramp_epochs``: grow ε (and α)
             linearly from 0 over this many epochs (default 0: full ε from the first step; MNIST
             MART from scratch at ε = 0.3 does not leave chance level without a ramp).
+        grad_clip: clip the gradient's global L2 norm to this value before each step (default: no
+            clipping); recorded in the card's config.
         n_test: measure the card's accuracy on a stratified test subset (default: the full test set).
 
     Returns:
@@ -177,8 +180,13 @@ def train(dataset: str, arch: str, *, epochs: int | None = None, batch_size: int
     adv = {**ADV_DEFAULTS.get((ds.name, method), {}), **(adv or {})} if method != "natural" else {}
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"precision must be 'fp32' or 'bf16'; got {precision!r}")
+    if grad_clip is not None and (isinstance(grad_clip, bool) or not isinstance(grad_clip, (int, float))
+                                  or not math.isfinite(grad_clip) or grad_clip <= 0):
+        raise ValueError(f"grad_clip must be a finite number > 0 or None; got {grad_clip!r}")
     cfg.update(method=method, adv=adv, precision=precision, dataset=ds.name, arch=arch, momentum=momentum, seed=seed, n_train=n_train, variant=variant,
                transform=None if transform is None else repr(transform))
+    if grad_clip is not None:   # only when set, so the configs of earlier checkpoints still match
+        cfg["grad_clip"] = float(grad_clip)
     out_dir = Path(out_dir or WEIGHTS_DIR)
     checkpoint_dir = Path(checkpoint_dir or CHECKPOINT_DIR)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -239,6 +247,8 @@ def train(dataset: str, arch: str, *, epochs: int | None = None, batch_size: int
                 loss = _loss(method, model, out, xb, yb, adv)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             # the LR this step used; after the final step OneCycleLR extrapolates one step past its end
             lr_used = opt.param_groups[0]["lr"]
             opt.step()
