@@ -344,7 +344,8 @@ def test_cuda_matches_cpu_with_the_same_centres(method, args):
     out_cpu, cen = _fast(method, x, args, None)
     out_gpu, cen_gpu = _fast(method, x.cuda(), args, cen.cuda())
     assert out_gpu.device.type == "cuda" and torch.equal(cen_gpu.cpu(), cen)
-    torch.testing.assert_close(out_gpu.cpu(), out_cpu, atol=1e-5, rtol=0)
+    # float32 sums in another order: swRD's β ≈ 6,500 scales distance rounding (~1e-7) into the weights
+    torch.testing.assert_close(out_gpu.cpu(), out_cpu, atol=1e-4, rtol=0)
     # and with noise the module runs end to end on the device, reproducibly from a seed
     g1, g2 = (torch.Generator(device="cuda").manual_seed(1) for _ in range(2))
     q = {"rd": Q.RandDisc(10, S4, S4, generator=g1), "prd": Q.PRD(2, 10, S4, S4, generator=g1),

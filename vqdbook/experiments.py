@@ -80,7 +80,9 @@ def defense_label(defense: dict) -> str:
     m = defense["method"]
     if m == "none":
         return "no defense"
-    name = {"randdisc": "RandDisc", "prd": "pRD", "swrd": "swRD"}[m]
+    from .quantizers import METHOD_LABELS
+
+    name = METHOD_LABELS[m]
     return f"{name} (s={defense['s']}, k={defense['k']})"
 
 
@@ -212,7 +214,7 @@ def robust_accuracy_record(**params) -> dict:
 # ----------------------------------------------------------------------------- the paper's tables
 
 BASELINE_VARIANTS = {"Fast AdvT": "fastat", "MART": "mart", "TRADES": "trades"}
-_METHOD_KEYS = {"RandDisc": "randdisc", "pRD": "prd", "swRD": "swrd"}
+_METHOD_KEYS = {"RandDisc": "randdisc", "pRD": "prd", "swRD": "swrd"}   # paper.TABLE* spelling -> key
 
 
 def table_spec(table: str) -> dict:
@@ -414,7 +416,10 @@ def table_agreement(tables=("table1", "table2"), n: int = 1000, seed: int = 0):
                             "ε (paper units)": eps_p, "ours (%)": round(100 * r["accuracy"], 1),
                             "95% CI": f"[{lo:.1f}, {hi:.1f}]", "paper (%)": p,
                             "paper in CI": lo <= p <= hi, "gap (points)": round(100 * r["accuracy"] - p, 1)})
-    return pd.DataFrame(out)
+    frame = pd.DataFrame(out)
+    if not frame.empty:   # baselines have no s, k: keep the quantizers' integers (not 2.0)
+        frame[["s", "k"]] = frame[["s", "k"]].astype("Int64")
+    return frame
 
 
 # ----------------------------------------------------------------------------- Figure 7 (denoising)
@@ -490,6 +495,7 @@ def fig7_frame(n: int = 200, seed: int = 0):
     """The stored Figure 7 records as a table (datasets without a record are left out)."""
     import pandas as pd
 
+    from .quantizers import METHOD_LABELS
     from .results import load_record
 
     rows = []
@@ -500,7 +506,7 @@ def fig7_frame(n: int = 200, seed: int = 0):
         r = rec["result"]
         for m in ("randdisc", "prd", "swrd"):   # the record's keys are stored sorted
             v = r["methods"][m]
-            rows.append({"dataset": name, "method": {"randdisc": "RandDisc", "prd": "pRD", "swrd": "swRD"}[m],
+            rows.append({"dataset": name, "method": METHOD_LABELS[m],
                          "s": 1 if m == "randdisc" else cfg["s"], "k": cfg["k"], "n": r["n"],
                          "PSNR(x, Q(x′)) dB": round(v["mean_psnr_adv_db"], 2),
                          "PSNR(x, Q(x)) dB": round(v["mean_psnr_clean_db"], 2),

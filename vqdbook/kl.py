@@ -99,6 +99,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
+from .quantizers import METHOD_LABELS as _LABEL
 from .validation import check_int
 
 __all__ = [
@@ -854,7 +855,6 @@ def run_fig6(dataset: str, eps_list=None, n_images: int = 5, n_samples: int = 20
     return records
 
 
-_LABEL = {"randdisc": "RandDisc", "prd": "pRD", "swrd": "swRD"}
 
 
 def fig6_frame(records: list[dict]):

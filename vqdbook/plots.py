@@ -161,7 +161,7 @@ def figure7(ex: dict, class_names=None, scale=1.25):
     x, x′, then Q(x) and Q(x′) for each quantizer, with PSNR(x, Q(x′)) and f's prediction on Q(x′)."""
     import matplotlib.pyplot as plt
 
-    labels = {"randdisc": "RandDisc", "prd": "pRD", "swrd": "swRD"}
+    from .quantizers import METHOD_LABELS as labels
     n = len(ex["x"])
     cols = 2 + 2 * len(ex["methods"])
     fig, axes = plt.subplots(n, cols, figsize=(scale * cols, scale * n + 0.6), squeeze=False)

@@ -76,8 +76,11 @@ __all__ = [
     "rand_disc", "prd", "swrd", "RandDisc", "PRD", "SWRD",
     "assign", "swrd_blend",
     "PAPER_PRESETS", "paper_quantizer", "from_paper_scale", "PAPER_SCALE",
-    "default_chunk_size",
+    "default_chunk_size", "METHOD_LABELS",
 ]
+
+#: How the book and the package's tables name the three quantizers (the paper's spelling).
+METHOD_LABELS = {"randdisc": "RandDisc", "prd": "pRD", "swrd": "swRD"}
 
 #: k-means settings of the clustering step (scikit-learn's defaults, n_init = 1).
 KMEANS_MAX_ITER = 300

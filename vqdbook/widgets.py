@@ -7,7 +7,7 @@ import io
 
 import numpy as np
 
-METHOD_LABELS = {"randdisc": "RandDisc", "prd": "pRD", "swrd": "swRD"}
+from .quantizers import METHOD_LABELS  # the explorers' method names
 
 
 def _png(fig) -> bytes:
