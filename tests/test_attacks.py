@@ -132,10 +132,23 @@ class _Noise(nn.Module):
         return (x + 0.1 * torch.randn_like(x)).clamp(0, 1)
 
 
+def test_chunk_size_changes_speed_not_the_attack(mnist):
+    """Images are attacked independently: chunks of 7, the CPU default and one batch of 200 agree
+    (up to the last bits of the convolutions, which may pick other kernels per batch size)."""
+    net, x, y = mnist
+    runs = [PGD(net, eps=0.2, alpha=0.02, steps=5, generator=torch.Generator().manual_seed(0), chunk_size=c)(x, y)
+            for c in (7, None, 200)]
+    for other in runs[1:]:
+        assert (other - runs[0]).abs().gt(1e-4).float().mean() < 1e-3   # a sign may flip where a gradient is ~0
+        assert other.is_contiguous()
+    assert accuracy(net, runs[0], y) == pytest.approx(accuracy(net, runs[2], y), abs=0.01)
+
+
 @pytest.mark.parametrize("kwargs,exc,match", [
     (dict(eps=-0.1), ValueError, "eps"), (dict(eps=2.0), ValueError, "eps"),
     (dict(steps=0), ValueError, "steps"), (dict(steps=2.5), ValueError, "steps"),
     (dict(alpha=-1.0), ValueError, "alpha"), (dict(eot_samples=0), ValueError, "eot_samples"),
+    (dict(chunk_size=0), ValueError, "chunk_size"), (dict(chunk_size=True), ValueError, "chunk_size"),
 ])
 def test_bad_parameters(kwargs, exc, match):
     with pytest.raises(exc, match=match):

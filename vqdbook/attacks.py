@@ -36,6 +36,10 @@ PAPER_PGD = {
 }
 
 
+#: Images attacked together on a CPU by default (see ``PGD(chunk_size=...)``).
+CPU_CHUNK = 64
+
+
 def _check_xy(x: torch.Tensor, y: torch.Tensor) -> None:
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
         raise TypeError("x and y must be torch tensors")
@@ -68,13 +72,17 @@ class PGD:
             randomized models such as ``Defended``).
         generator: torch.Generator for the random start (reproducibility).
         check: warn on zero gradients or a randomized model (auto-attack style checks).
+        chunk_size: images attacked together. Images are attacked independently, so this changes
+            speed, not the attack. ``None`` (default): :data:`CPU_CHUNK` images on a CPU (small
+            batches stay in cache: about 1.4-2x faster than 500 at once on 2 cores) and the
+            whole batch on a GPU.
 
     Shapes: ``x`` (B, C, H, W) float in [0, 1], ``y`` (B,) int64 → ``x_adv`` like ``x``.
     """
 
     def __init__(self, net: nn.Module, eps: float = 8 / 255, alpha: float | None = None, steps: int = 10,
                  random_start: bool = True, *, eot_samples: int = 1, generator: torch.Generator | None = None,
-                 check: bool = True):
+                 check: bool = True, chunk_size: int | None = None):
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps <= 1:
             raise ValueError(f"eps must be a number in [0, 1] (the [0,1] pixel scale); got {eps!r}")
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
@@ -84,6 +92,10 @@ class PGD:
             raise ValueError(f"alpha must be a number >= 0; got {alpha!r}")
         if not isinstance(eot_samples, int) or eot_samples < 1:
             raise ValueError(f"eot_samples must be an int >= 1; got {eot_samples!r}")
+        if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
+                                       or chunk_size < 1):
+            raise ValueError(f"chunk_size must be an int >= 1 or None; got {chunk_size!r}")
+        self.chunk_size = chunk_size
         self.net, self.eps, self.alpha, self.steps = net, float(eps), float(alpha), steps
         self.random_start, self.eot_samples, self.generator, self.check = random_start, eot_samples, generator, check
 
@@ -127,21 +139,32 @@ class PGD:
                                   "defense): single-draw gradients are noisy. Use eot_samples > 1, and "
                                   "report results over several seeds.", RandomizedDefenseWarning, stacklevel=3)
         x_adv = x.clone()
-        if self.random_start:
+        if self.random_start:   # drawn for the whole batch at once: the same start for any chunk_size
             noise = torch.rand(x.shape, generator=self.generator, device="cpu").to(x.device)
             x_adv = (x_adv + (2 * noise - 1) * self.eps).clamp(0, 1)
+        chunk = self.chunk_size or (CPU_CHUNK if x.device.type == "cpu" else len(x))
+        out, zero = [], 0
+        for i in range(0, len(x), chunk):
+            xa, n_zero = self._steps(x[i:i + chunk], y[i:i + chunk], x_adv[i:i + chunk])
+            out.append(xa)
+            zero += n_zero
+        if self.check and zero > 0.1 * len(x):
+            warnings.warn(f"the input gradient is exactly zero for {100 * zero / len(x):.0f}% of the inputs: "
+                          "PGD cannot move them (gradient masking, e.g. a non-differentiable "
+                          "quantizer). Attack the defense with BPDA (Defended(..., bpda=True)) and "
+                          "EOT, or use a gradient-free attack.", ZeroGradientWarning, stacklevel=3)
+        return out[0] if len(out) == 1 else torch.cat(out)
+
+    def _steps(self, x, y, x_adv):
+        """The PGD iterations for one chunk; also returns how many inputs had a zero first gradient."""
+        n_zero = 0
         for step in range(self.steps):
             grad = self._grad(x_adv, y)
-            if self.check and step == 0:
-                zero = (grad.flatten(1).abs().amax(1) == 0).float().mean().item()
-                if zero > 0.1:
-                    warnings.warn(f"the input gradient is exactly zero for {100 * zero:.0f}% of the inputs: "
-                                  "PGD cannot move them (gradient masking, e.g. a non-differentiable "
-                                  "quantizer). Attack the defense with BPDA (Defended(..., bpda=True)) and "
-                                  "EOT, or use a gradient-free attack.", ZeroGradientWarning, stacklevel=3)
+            if step == 0:
+                n_zero = int((grad.flatten(1).abs().amax(1) == 0).sum())
             x_adv = x_adv.detach() + self.alpha * grad.sign()
             x_adv = torch.min(torch.max(x_adv, x - self.eps), x + self.eps).clamp(0, 1)
-        return x_adv.detach()
+        return x_adv.detach().contiguous(), n_zero
 
 
 def paper_pgd(net: nn.Module, dataset: str, eps: float, **kwargs) -> PGD:

