@@ -212,3 +212,18 @@ def test_bad_input(call, exc, name):
     X = _patches("mnist", 2, 2)
     with pytest.raises(exc, match=name):
         call(X)
+
+
+def test_idle_measurement_spans_a_window_and_is_reused(monkeypatch):
+    """The auto thread mode decides from idle time summed over >= IDLE_WINDOW seconds of samples
+    (one 10 ms jiffy per short chunk says nothing) and reuses the decision for IDLE_TTL seconds."""
+    from vqdbook import kmeans as K
+
+    monkeypatch.setattr(K, "_IDLE", {"idle": None, "at": -1e9, "jiffies": 0.0, "seconds": 0.0, "last": -1e9})
+    monkeypatch.setattr(K, "_CLK_TCK", 100)
+    assert K._recent_idle() is None
+    assert K._add_idle_sample(1, 0.02) is None          # 20 ms: too short to judge
+    assert K._add_idle_sample(5, 0.04) == pytest.approx(1.0)   # 6 jiffies over 60 ms: one idle core
+    assert K._recent_idle() == pytest.approx(1.0)
+    K._IDLE["at"] -= K.IDLE_TTL + 1                       # an old decision is measured again
+    assert K._recent_idle() is None

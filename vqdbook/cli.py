@@ -72,7 +72,7 @@ def _cmd_run(a):
 
         runner = kl.run_fig6 if a.what == "fig6" else kl.run_certified
         for dataset in a.datasets or ("mnist", "cifar10"):
-            runner(dataset, n_images=a.n or 5, n_samples=10000 if a.full else a.samples, seed=a.seed)
+            runner(dataset, n_images=a.n or 5, n_samples=10000 if a.full else a.samples, seed=a.seed, n_mc=a.mc)
         return
     if a.what == "variants":
         import pandas as pd
@@ -142,6 +142,8 @@ def main(argv=None):
                    help="tables: images per attack / quantizer batch (larger on a GPU; results do not depend on it "
                         "beyond the quantizer's random draws)")
     r.add_argument("--samples", type=int, default=2000, help="fig6/certified: centre-set samples per image")
+    r.add_argument("--mc", type=int, default=20000,
+                   help="fig6/certified: Monte-Carlo draws of eq. (9) (the book's 20,000; the paper used 100,000)")
     r.add_argument("--datasets", nargs="+", choices=["mnist", "cifar10", "svhn"], help="fig6/certified only")
     r.add_argument("--tables", nargs="+", choices=["table1", "table2"], default=["table1", "table2"],
                    help="variants only: the tables of the reproduction study")
