@@ -71,12 +71,7 @@ def test_weights_checksum_mismatch_is_refused(tmp_path, monkeypatch):
 def test_train_resume_after_kill_gives_the_same_weights(tmp_path):
     from vqdbook.train import train
 
-    try:
-        load_dataset("mnist", "train", n=10)
-    except DataUnavailableError:
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip("MNIST train split unavailable (set VQDBOOK_DATA)")
+    _mnist_train_or_skip()
     kw = dict(epochs=2, batch_size=64, n_train=256, n_test=100, progress=False, lr=0.05)
     straight = train("mnist", "mnist_cnn", out_dir=tmp_path / "a", checkpoint_dir=tmp_path / "ca", **kw)
     stopped = train("mnist", "mnist_cnn", out_dir=tmp_path / "b", checkpoint_dir=tmp_path / "cb",
