@@ -132,6 +132,20 @@ class _Noise(nn.Module):
         return (x + 0.1 * torch.randn_like(x)).clamp(0, 1)
 
 
+def test_restarts_keep_the_first_success_and_never_help_the_defender(mnist):
+    """With restarts, an image counts as robust only if every start fails: accuracy under r
+    restarts is at most that of the first run alone (the same first start, from the same seed)."""
+    net, x, y = mnist
+    x, y = x[:100], y[:100]
+    one = PGD(net, eps=0.2, alpha=0.02, steps=5, generator=torch.Generator().manual_seed(0))(x, y)
+    three = PGD(net, eps=0.2, alpha=0.02, steps=5, restarts=3, generator=torch.Generator().manual_seed(0))(x, y)
+    assert (three - x).abs().max() <= 0.2 + 1e-6 and three.min() >= 0 and three.max() <= 1
+    with torch.no_grad():
+        fooled_one = net(one).argmax(1) != y
+    assert torch.equal(three[fooled_one], one[fooled_one])     # the first run's successes are kept
+    assert accuracy(net, three, y) <= accuracy(net, one, y)
+
+
 def test_chunk_size_changes_speed_not_the_attack(mnist):
     """Images are attacked independently: chunks of 7, the CPU default and one batch of 200 agree
     (up to the last bits of the convolutions, which may pick other kernels per batch size)."""
@@ -149,6 +163,7 @@ def test_chunk_size_changes_speed_not_the_attack(mnist):
     (dict(steps=0), ValueError, "steps"), (dict(steps=2.5), ValueError, "steps"),
     (dict(alpha=-1.0), ValueError, "alpha"), (dict(eot_samples=0), ValueError, "eot_samples"),
     (dict(chunk_size=0), ValueError, "chunk_size"), (dict(chunk_size=True), ValueError, "chunk_size"),
+    (dict(restarts=0), ValueError, "restarts"), (dict(restarts=2, random_start=False), ValueError, "restarts"),
 ])
 def test_bad_parameters(kwargs, exc, match):
     with pytest.raises(exc, match=match):

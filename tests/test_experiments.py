@@ -131,3 +131,23 @@ def test_bench_table1_accounts_for_its_time():
     assert r["seconds_attack"] > 0 and r["seconds_quantize_classify"] > 0
     assert r["seconds_attack"] + r["seconds_quantize_classify"] <= r["seconds_total"]
     assert 0 < r["share_attack"] < 1
+
+
+def test_attack_strength_frame_pairs_the_two_attacks(tmp_path, monkeypatch):
+    """The stronger PGD is a table attack of its own (records keyed by it) and the frame puts it
+    beside the paper's PGD, cell by cell; it never beats the paper's attack by much on f."""
+    from vqdbook import results
+
+    monkeypatch.setattr(results, "RESULTS_DIR", tmp_path)
+    monkeypatch.setattr(experiments, "ADV_CACHE", tmp_path / "adv")
+    rows = experiments.table_spec("table1")["rows"][:1]           # no defense: the undefended f
+    monkeypatch.setattr(experiments, "table_spec",
+                        lambda t, _s=experiments.table_spec: {**_s(t), "rows": rows, "eps": [0.0, 0.16],
+                                                              "eps_paper": [0.0, 0.16]})
+    for attack in ("pgd-oblivious", "pgd-oblivious-strong"):
+        experiments.run_table("table1", n=50, attack=attack, progress=False, batch_size=50)
+    frame = experiments.attack_strength_frame("table1", n=50)
+    assert list(frame["ε (paper units)"]) == [0.16] and frame.attrs["n"] == 50
+    assert frame["strong PGD (%)"].iloc[0] <= frame["paper's PGD (%)"].iloc[0] + 6   # a CI's width at n=50
+    with pytest.raises(ValueError, match="attack"):
+        experiments.run_table("table1", n=50, attack="pgd-bpda-eot")

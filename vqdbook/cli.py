@@ -61,7 +61,10 @@ def _cmd_run(a):
 
     n = 10000 if a.full else (a.n or experiments.DEFAULT_N.get(a.what, 1000))
     if a.what in ("table1", "table2", "table3"):
-        experiments.run_table(a.what, n=n, seed=a.seed, device=a.device, batch_size=a.batch_size)
+        experiments.run_table(a.what, n=n, seed=a.seed, device=a.device, batch_size=a.batch_size, attack=a.attack)
+        if a.attack != "pgd-oblivious":
+            print(experiments.attack_strength_frame(a.what, n=n, seed=a.seed).to_string())
+            return
         import pandas as pd
 
         with pd.option_context("display.width", 250, "display.max_columns", 60):
@@ -138,6 +141,8 @@ def main(argv=None):
     r.add_argument("--full", action="store_true", help="the paper's 10,000 test images")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--device", default="cpu")
+    r.add_argument("--attack", choices=["pgd-oblivious", "pgd-oblivious-strong"], default="pgd-oblivious",
+                   help="tables: the paper's PGD on f, or a stronger one (100 steps, 3 restarts) to check it")
     r.add_argument("--batch-size", type=int, default=500,
                    help="tables: images per attack / quantizer batch (larger on a GPU; results do not depend on it "
                         "beyond the quantizer's random draws)")
