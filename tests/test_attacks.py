@@ -162,7 +162,7 @@ def test_chunk_size_changes_speed_not_the_attack(mnist):
     (dict(eps=-0.1), ValueError, "eps"), (dict(eps=2.0), ValueError, "eps"),
     (dict(steps=0), ValueError, "steps"), (dict(steps=2.5), ValueError, "steps"),
     (dict(alpha=-1.0), ValueError, "alpha"), (dict(eot_samples=0), ValueError, "eot_samples"),
-    (dict(chunk_size=0), ValueError, "chunk_size"), (dict(chunk_size=True), ValueError, "chunk_size"),
+    (dict(chunk_size=0), ValueError, "chunk_size"), (dict(chunk_size=True), TypeError, "chunk_size"),
     (dict(restarts=0), ValueError, "restarts"), (dict(restarts=2, random_start=False), ValueError, "restarts"),
 ])
 def test_bad_parameters(kwargs, exc, match):

@@ -107,6 +107,8 @@ def test_variants_change_one_thing_and_render_from_records(results_dir):
     summary = experiments.variant_summary(frame).set_index("variant")
     assert summary.loc["protocol", "cells"] == 1
     assert summary.loc["protocol", "mean gap (points)"] == pytest.approx(60.0 - 89.94, abs=0.05)
+    best = experiments.closest_variant("table1", seed=0)      # protocol 60 vs whitebox 1: paper 89.94
+    assert best["variant"] == "protocol"
     with pytest.raises(ValueError, match="variant must be one of"):
         experiments.variant_params("nope", "table1", row, 0.32, 500)
 
@@ -133,13 +135,10 @@ def test_bench_table1_accounts_for_its_time():
     assert 0 < r["share_attack"] < 1
 
 
-def test_attack_strength_frame_pairs_the_two_attacks(tmp_path, monkeypatch):
+def test_attack_strength_frame_pairs_the_two_attacks(results_dir, monkeypatch):
     """The stronger PGD is a table attack of its own (records keyed by it) and the frame puts it
     beside the paper's PGD, cell by cell; it never beats the paper's attack by much on f."""
-    from vqdbook import results
-
-    monkeypatch.setattr(results, "RESULTS_DIR", tmp_path)
-    monkeypatch.setattr(experiments, "ADV_CACHE", tmp_path / "adv")
+    monkeypatch.setattr(experiments, "ADV_CACHE", results_dir / "adv")
     rows = experiments.table_spec("table1")["rows"][:1]           # no defense: the undefended f
     monkeypatch.setattr(experiments, "table_spec",
                         lambda t, _s=experiments.table_spec: {**_s(t), "rows": rows, "eps": [0.0, 0.16],
@@ -149,5 +148,7 @@ def test_attack_strength_frame_pairs_the_two_attacks(tmp_path, monkeypatch):
     frame = experiments.attack_strength_frame("table1", n=50)
     assert list(frame["ε (paper units)"]) == [0.16] and frame.attrs["n"] == 50
     assert frame["strong PGD (%)"].iloc[0] <= frame["paper's PGD (%)"].iloc[0] + 6   # a CI's width at n=50
+    largest = experiments.attack_strength_frame("table1", n=50, largest_only=True)
+    assert len(largest) == 1 and largest["drop (points)"].iloc[0] == frame["drop (points)"].max()
     with pytest.raises(ValueError, match="attack"):
         experiments.run_table("table1", n=50, attack="pgd-bpda-eot")

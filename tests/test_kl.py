@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -208,3 +209,14 @@ def test_certified_record_at_eps0(tmp_path):
     assert K.run_certified("mnist", [0.0, 0.1], n_images=1, n_samples=40, k_gmm=1, methods=("prd",), t=1000,
                            t_margin=8, n_mc=2000, n_draws=10, n_u=1, root=tmp_path, progress=False,
                            load_only=True) == recs
+
+
+def test_fig6_claims_read_the_median_kl_at_both_ends():
+    rows = [("RandDisc", 0.1, 5.0), ("pRD", 0.1, 9.0), ("swRD", 0.1, 7.0),
+            ("RandDisc", 0.3, 50.0), ("pRD", 0.3, 20.0), ("swRD", 0.3, 60.0)]
+    frame = pd.DataFrame([{"method": m, "eps": e, "kl_median": v} for m, e, v in rows])
+    c = K.fig6_claims(frame)
+    assert c["eps_max"] == 0.3 and c["median_at_max"]["pRD"] == 20.0
+    assert c["large_eps_holds"] is False            # swRD 60 is above RandDisc 50
+    assert c["lowest_at_min"] == "RandDisc" and c["small_eps_holds"] is True
+    assert K.fig6_claims(frame[frame["method"] != "swRD"])["large_eps_holds"] is None

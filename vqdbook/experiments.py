@@ -24,6 +24,7 @@ from . import PROJECT_ROOT
 from .data import load_dataset, spec
 from .metrics import wilson_interval
 from .results import load_or_run
+from .validation import check_int
 
 ADV_CACHE = PROJECT_ROOT / "data" / "cache" / "adv"
 #: Attack protocols. The first two run the paper's PGD on the undefended f (oblivious / gray-box
@@ -93,7 +94,7 @@ def _model(dataset, arch, variant, device):
     from .models import load_pretrained
 
     net = load_pretrained(dataset, arch, variant).to(device)
-    # channels-last convolutions are 1.2-1.3x faster on CPU (oneDNN) for these small nets
+    # channels-last convolutions are faster on CPU (oneDNN) for these small nets (`vqdbook bench table1`)
     return net.to(memory_format=torch.channels_last) if torch.device(device).type == "cpu" else net
 
 
@@ -128,8 +129,7 @@ def adversarial_examples(dataset: str, arch: str | None, variant: str | None, ep
             raise ValueError("attack='pgd-bpda-eot' attacks a defended model: pass defense= a quantizer "
                              "dict (method randdisc, prd or swrd)")
         eot_samples = BPDA_EOT_SAMPLES if eot_samples is None else eot_samples
-        if isinstance(eot_samples, bool) or not isinstance(eot_samples, int) or eot_samples < 1:
-            raise ValueError(f"eot_samples must be an int >= 1; got {eot_samples!r}")
+        eot_samples = check_int(eot_samples, "eot_samples", 1)
         key_params.update(defense=defense, eot_samples=eot_samples)
     cache_dir = ADV_CACHE if cache_dir is None else Path(cache_dir)
     path = cache_dir / f"{_adv_key(key_params)}.pt"
@@ -248,6 +248,25 @@ def table_spec(table: str) -> dict:
             "eps": [e / scale for e in eps_paper], "rows": out_rows}
 
 
+def table_cell_params(sp: dict, row: dict, eps: float, n: int, seed: int = 0,
+                      attack: str = "pgd-oblivious") -> dict:
+    """Record parameters of one cell (row, ε) of a :func:`table_spec` table: the key under which
+    :func:`run_table` stores it and the table renderers look it up."""
+    return dict(dataset=sp["dataset"], arch=sp["arch"], variant=row["variant"], defense=row["defense"], eps=eps,
+                n=n, seed=seed, votes=1, attack=attack)
+
+
+def _integer_sk(frame):
+    """Baseline rows have no s, k: keep the quantizers' as integers (not 2.0) beside the blanks."""
+    if not frame.empty:
+        frame[["s", "k"]] = frame[["s", "k"]].astype("Int64")
+    return frame
+
+
+#: The attacks a whole table can be run with (both oblivious: x′ from PGD on f).
+TABLE_ATTACKS = ("pgd-oblivious", "pgd-oblivious-strong")
+
+
 def _model_available(dataset, variant) -> bool:
     from .models import DEFAULT_ARCH, weights_path
 
@@ -264,17 +283,14 @@ def run_table(table: str, n: int = 1000, seed: int = 0, device: str = "cpu", pro
     """
     from tqdm.auto import tqdm
 
+    if attack not in TABLE_ATTACKS:
+        raise ValueError(f"attack must be one of {TABLE_ATTACKS} for a table; got {attack!r}")
     sp = table_spec(table)
     jobs = [(eps, row) for eps in sp["eps"] for row in sp["rows"]
             if _model_available(sp["dataset"], row["variant"])]
-    records = []
-    if attack not in ("pgd-oblivious", "pgd-oblivious-strong"):
-        raise ValueError(f"attack must be 'pgd-oblivious' or 'pgd-oblivious-strong' for a table; got {attack!r}")
-    for eps, row in tqdm(jobs, desc=f"{table} n={n}", disable=not progress):
-        records.append(robust_accuracy_record(dataset=sp["dataset"], arch=sp["arch"], variant=row["variant"],
-                                              defense=row["defense"], eps=eps, n=n, seed=seed, votes=1,
-                                              attack=attack, device=device, batch_size=batch_size))
-    return records
+    return [robust_accuracy_record(**table_cell_params(sp, row, eps, n, seed, attack), device=device,
+                                   batch_size=batch_size)
+            for eps, row in tqdm(jobs, desc=f"{table} n={n}", disable=not progress)]
 
 
 def table_frame(table: str, n: int = 1000, seed: int = 0):
@@ -294,9 +310,7 @@ def table_frame(table: str, n: int = 1000, seed: int = 0):
         trained = _model_available(sp["dataset"], row["variant"])
         for j, (eps, eps_p) in enumerate(zip(sp["eps"], sp["eps_paper"])):
             col = f"ε={eps_p:g}"
-            rec = load_record("robust_accuracy", dict(dataset=sp["dataset"], arch=sp["arch"], variant=row["variant"],
-                                                      defense=d, eps=eps, n=n, seed=seed, votes=1,
-                                                      attack="pgd-oblivious")) if trained else None
+            rec = load_record("robust_accuracy", table_cell_params(sp, row, eps, n, seed)) if trained else None
             if rec is None:
                 line[col + " ours"] = "not trained" if not trained else "not run"
             else:
@@ -399,10 +413,11 @@ def figure_frame(which: str, dataset: str, n: int = 500, seed: int = 0):
     return frame
 
 
-def attack_strength_frame(table: str, n: int = 1000, seed: int = 0):
+def attack_strength_frame(table: str, n: int = 1000, seed: int = 0, largest_only: bool = False):
     """The paper's PGD against :data:`vqdbook.attacks.STRONG_PGD` (both oblivious: x′ from f), per
     row and ε > 0, from stored records: a defense or baseline whose accuracy drops a lot under the
-    stronger attack was scored by too weak an attack. Cells without both records are left out."""
+    stronger attack was scored by too weak an attack. Cells without both records are left out;
+    with ``largest_only`` each row keeps only its ε with the largest drop."""
     import pandas as pd
 
     from .results import load_record
@@ -416,18 +431,17 @@ def attack_strength_frame(table: str, n: int = 1000, seed: int = 0):
         for eps, eps_p in zip(sp["eps"], sp["eps_paper"]):
             if eps == 0:
                 continue
-            key = dict(dataset=sp["dataset"], arch=sp["arch"], variant=row["variant"], defense=d, eps=eps, n=n,
-                       seed=seed, votes=1)
-            weak = load_record("robust_accuracy", {**key, "attack": "pgd-oblivious"})
-            strong = load_record("robust_accuracy", {**key, "attack": "pgd-oblivious-strong"})
+            weak = load_record("robust_accuracy", table_cell_params(sp, row, eps, n, seed))
+            strong = load_record("robust_accuracy", table_cell_params(sp, row, eps, n, seed, "pgd-oblivious-strong"))
             if weak is None or strong is None:
                 continue
             a, b = 100 * weak["result"]["accuracy"], 100 * strong["result"]["accuracy"]
             out.append({"method": row["method"], "s": d.get("s"), "k": d.get("k"), "ε (paper units)": eps_p,
                         "paper's PGD (%)": round(a, 1), "strong PGD (%)": round(b, 1), "drop (points)": round(a - b, 1)})
-    frame = pd.DataFrame(out)
-    if not frame.empty:
-        frame[["s", "k"]] = frame[["s", "k"]].astype("Int64")
+    frame = _integer_sk(pd.DataFrame(out))
+    if largest_only and not frame.empty:
+        keep = frame.groupby(["method", "s", "k"], sort=False, dropna=False)["drop (points)"].idxmax()
+        frame = frame.loc[keep].reset_index(drop=True)
     frame.attrs["n"] = n
     return frame
 
@@ -446,9 +460,7 @@ def table_agreement(tables=("table1", "table2"), n: int = 1000, seed: int = 0):
             if row["paper"] is None or not _model_available(sp["dataset"], row["variant"]):
                 continue
             for j, (eps, eps_p) in enumerate(zip(sp["eps"], sp["eps_paper"])):
-                rec = load_record("robust_accuracy", dict(dataset=sp["dataset"], arch=sp["arch"],
-                                                          variant=row["variant"], defense=row["defense"], eps=eps,
-                                                          n=n, seed=seed, votes=1, attack="pgd-oblivious"))
+                rec = load_record("robust_accuracy", table_cell_params(sp, row, eps, n, seed))
                 if rec is None:
                     continue
                 r = rec["result"]
@@ -459,10 +471,7 @@ def table_agreement(tables=("table1", "table2"), n: int = 1000, seed: int = 0):
                             "ε (paper units)": eps_p, "ours (%)": round(100 * r["accuracy"], 1),
                             "95% CI": f"[{lo:.1f}, {hi:.1f}]", "paper (%)": p,
                             "paper in CI": lo <= p <= hi, "gap (points)": round(100 * r["accuracy"] - p, 1)})
-    frame = pd.DataFrame(out)
-    if not frame.empty:   # baselines have no s, k: keep the quantizers' integers (not 2.0)
-        frame[["s", "k"]] = frame[["s", "k"]].astype("Int64")
-    return frame
+    return _integer_sk(pd.DataFrame(out))
 
 
 # ----------------------------------------------------------------------------- Figure 7 (denoising)
@@ -584,9 +593,8 @@ def variant_params(variant: str, table: str, row: dict, eps: float, n: int, seed
         raise ValueError(f"variant must be one of {sorted(VARIANTS)}; got {variant!r}")
     sp = table_spec(table)
     change = VARIANTS[variant][1]
-    params = dict(dataset=sp["dataset"], arch=change.get("arch", sp["arch"]), variant=None,
-                  defense={**row["defense"], **change.get("defense", {})}, eps=eps, n=n, seed=seed, votes=1,
-                  attack=change.get("attack", "pgd-oblivious"))
+    params = {**table_cell_params(sp, row, eps, n, seed, change.get("attack", "pgd-oblivious")),
+              "arch": change.get("arch", sp["arch"]), "defense": {**row["defense"], **change.get("defense", {})}}
     if "eot_samples" in change:
         params["eot_samples"] = change["eot_samples"]
     return params
@@ -643,6 +651,16 @@ def variant_frame(table: str = "table1", variants=tuple(VARIANTS), n: int | None
     frame = pd.DataFrame(out)
     frame.attrs["n"] = n
     return frame
+
+
+def closest_variant(table: str, seed: int = 0):
+    """The row of :func:`variant_summary` for ``table`` with the most cells within 5 points of the
+    paper (ties: the smallest |mean gap|), or None when no variant has records."""
+    summary = variant_summary(variant_frame(table, seed=seed)).dropna(subset=["mean gap (points)"])
+    if summary.empty:
+        return None
+    summary["|mean gap|"] = summary["mean gap (points)"].abs()
+    return summary.sort_values(["within 5 points", "|mean gap|"], ascending=[False, True]).iloc[0]
 
 
 def variant_summary(frame, tolerance: float = 5.0):

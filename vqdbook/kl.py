@@ -855,8 +855,6 @@ def run_fig6(dataset: str, eps_list=None, n_images: int = 5, n_samples: int = 20
     return records
 
 
-
-
 def fig6_frame(records: list[dict]):
     """Figure 6's numbers (eq. (9)) as a DataFrame: one row per (method, eps), KL mean / median / quartiles.
 
@@ -873,6 +871,29 @@ def fig6_frame(records: list[dict]):
                      "kl_q25": res["kl_q25"], "kl_q75": res["kl_q75"],
                      "second_mean": res.get("second_mean")})
     return pd.DataFrame(rows).sort_values(["dataset", "method", "eps"]).reset_index(drop=True)
+
+
+def fig6_claims(frame) -> dict:
+    """The paper's two claims about Figure 6, checked on a :func:`fig6_frame` (median KL over images):
+    at the largest ε pRD and swRD lie below RandDisc; at the smallest ε RandDisc is lowest.
+
+    Returns ``{"eps_max", "median_at_max", "large_eps_holds", "eps_min", "lowest_at_min",
+    "small_eps_holds"}``; a claim is ``None`` when a quantizer has no record at that ε.
+    """
+    out = {}
+    for which, pick in (("max", max), ("min", min)):
+        eps = pick(frame["eps"])
+        med = frame[frame["eps"] == eps].set_index("method")["kl_median"]
+        complete = set(_LABEL.values()) <= set(med.index)
+        out[f"eps_{which}"] = float(eps)
+        if which == "max":
+            out["median_at_max"] = {m: float(v) for m, v in med.items()}
+            out["large_eps_holds"] = bool(med["pRD"] < med["RandDisc"] and med["swRD"] < med["RandDisc"]) \
+                if complete else None
+        else:
+            out["lowest_at_min"] = med.idxmin()
+            out["small_eps_holds"] = bool(med.idxmin() == "RandDisc") if complete else None
+    return out
 
 
 def run_certified(dataset: str, eps_list=None, n_images: int = 5, n_samples: int = 2000,

@@ -212,7 +212,8 @@ def _map_chunks(fn, B: int, chunk: int, generator, device, threads):
     parallel operations, and OpenMP teams of small operations stall badly when the machine is
     oversubscribed. ``threads`` is the number of workers; ``None`` (the default) means *auto*:
     chunks run on the calling thread while the idle CPU time of the machine is measured
-    (``/proc/stat``, over at least :data:`IDLE_WINDOW` seconds), and the remaining chunks use up to ``torch.get_num_threads()`` workers only
+    (``/proc/stat``, over at least :data:`IDLE_WINDOW` seconds), and the remaining chunks use up
+    to ``torch.get_num_threads()`` workers only
     as far as there were idle cores -- on a machine busy with other work, extra workers only
     fight over the GIL and the cores. A measurement is reused for :data:`IDLE_TTL` seconds, so
     back-to-back calls (a benchmark, the batches of an experiment) skip the lone first chunk.
@@ -224,9 +225,9 @@ def _map_chunks(fn, B: int, chunk: int, generator, device, threads):
     def work(i):
         g = torch.Generator(device=device)
         g.manual_seed(seeds[i])
-        # inference mode rather than no_grad: less per-op bookkeeping, and the op dispatch of the
-        # worker threads holds the GIL less (swRD CIFAR on 2 threads: ~580 -> ~750 img/s). Its
-        # tensors may not enter autograd or be changed in place later, so results leave as copies.
+        # inference mode rather than no_grad: less per-op bookkeeping, so the worker threads hold
+        # the GIL less (`vqdbook bench quantizers` measures the 2-thread speed). Its tensors may
+        # not enter autograd or be changed in place later, so results leave as copies.
         with torch.inference_mode():
             res = fn(starts[i], min(B, starts[i] + chunk), g)
         return tuple(t.clone() if isinstance(t, torch.Tensor) else t for t in res) \
