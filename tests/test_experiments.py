@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from vqdbook import experiments, paper, results
+from vqdbook.quantizers import QuantizerSpec
 
 
 @pytest.fixture
@@ -22,7 +23,7 @@ def test_records_resume_and_recompute_corrupt(results_dir, monkeypatch):
         calls.append(params["eps"])
         return {"correct": 7, "n": 10, "accuracy": 0.7, "ci95": [0.4, 0.9], "seconds_attack": 0, "seconds_defend": 0}
 
-    monkeypatch.setattr(experiments, "run_robust_accuracy", fake_run)
+    monkeypatch.setattr(experiments.adversarial, "run_robust_accuracy", fake_run)
     params = dict(dataset="mnist", arch="mnist_cnn", variant=None, defense={"method": "none"}, eps=0.1, n=10,
                   seed=0, votes=1, attack="pgd-oblivious")
     experiments.robust_accuracy_record(**params)
@@ -59,17 +60,17 @@ def test_table_frame_renders_fixture_records(results_dir):
 
 
 def test_paper_defense_units():
-    d = experiments.paper_defense("cifar10", "swrd", 4, 25)
+    d = QuantizerSpec.paper("cifar10", "swrd", 4, 25).params()
     assert d["sigma"] == pytest.approx(4 / 255) and d["beta"] == pytest.approx(0.1 * 255 ** 2)
-    assert experiments.paper_defense("mnist", "randdisc", 5, 2)["s"] == 1
+    assert QuantizerSpec.paper("mnist", "randdisc", None, 2).params()["s"] == 1
     with pytest.raises(ValueError, match="method"):
-        experiments.paper_defense("mnist", "jpeg")
+        QuantizerSpec.paper("mnist", "jpeg")
     with pytest.raises(ValueError, match="table"):
         experiments.table_spec("table9")
 
 
 def test_whitebox_attack_is_bounded_and_needs_a_defense(tmp_path):
-    d = experiments.paper_defense("mnist", "prd", 2, 2)
+    d = QuantizerSpec.paper("mnist", "prd", 2, 2).params()
     x_adv, y, secs = experiments.adversarial_examples("mnist", None, None, 0.1, 10, attack="pgd-bpda-eot",
                                                       defense=d, eot_samples=2, cache_dir=tmp_path, progress=False)
     from vqdbook.data import load_dataset
@@ -138,9 +139,9 @@ def test_bench_table1_accounts_for_its_time():
 def test_attack_strength_frame_pairs_the_two_attacks(results_dir, monkeypatch):
     """The stronger PGD is a table attack of its own (records keyed by it) and the frame puts it
     beside the paper's PGD, cell by cell; it never beats the paper's attack by much on f."""
-    monkeypatch.setattr(experiments, "ADV_CACHE", results_dir / "adv")
+    monkeypatch.setattr(experiments.adversarial, "ADV_CACHE", results_dir / "adv")
     rows = experiments.table_spec("table1")["rows"][:1]           # no defense: the undefended f
-    monkeypatch.setattr(experiments, "table_spec",
+    monkeypatch.setattr(experiments.tables, "table_spec",
                         lambda t, _s=experiments.table_spec: {**_s(t), "rows": rows, "eps": [0.0, 0.16],
                                                               "eps_paper": [0.0, 0.16]})
     for attack in ("pgd-oblivious", "pgd-oblivious-strong"):

@@ -21,7 +21,7 @@ SIGMA = 4 / 255
 def _patches(name, n, s, seed=0, dtype=torch.float32):
     """Noisy swRD windows of ``n`` real test images, as the defense clusters them: (n, L, C*s*s)."""
     x, _ = load_dataset(name, "test", n)
-    P = Q._windows(torch.as_tensor(x, dtype=torch.float32), s)
+    P = Q.patch_matrix(torch.as_tensor(x, dtype=torch.float32), s, "swrd")
     g = torch.Generator().manual_seed(seed)
     return (P + SIGMA * torch.randn(P.shape, generator=g)).to(dtype).contiguous()
 
@@ -217,7 +217,7 @@ def test_bad_input(call, exc, name):
 def test_idle_measurement_spans_a_window_and_is_reused(monkeypatch):
     """The auto thread mode decides from idle time summed over >= IDLE_WINDOW seconds of samples
     (one 10 ms jiffy per short chunk says nothing) and reuses the decision for IDLE_TTL seconds."""
-    from vqdbook import kmeans as K
+    from vqdbook import parallel as K
 
     monkeypatch.setattr(K, "_IDLE", {"idle": None, "at": -1e9, "jiffies": 0.0, "seconds": 0.0, "last": -1e9})
     monkeypatch.setattr(K, "_CLK_TCK", 100)

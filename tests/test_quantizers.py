@@ -7,9 +7,9 @@ import inspect
 
 import numpy as np
 import pytest
+import reference_quantizers as R
 import torch
 
-import reference_quantizers as R
 from vqdbook import kmeans as K
 from vqdbook import quantizers as Q
 from vqdbook.data import load_dataset
@@ -227,11 +227,14 @@ def test_quantize_with_given_centres_and_assign():
 # --------------------------------------------------------------------------------------------
 
 def test_presets_and_scale_conversion():
-    assert Q.from_paper_scale(sigma=4, tau=4, eps=8, beta=0.1) == pytest.approx(
+    from vqdbook import paper
+
+    assert paper.from_paper_scale(sigma=4, tau=4, eps=8, beta=0.1) == pytest.approx(
         {"sigma": 4 / 255, "tau": 4 / 255, "eps": 8 / 255, "beta": 6502.5})
-    assert Q.from_paper_scale(sigma=4 / 255, beta=1.0, scale="mnist") == pytest.approx({"sigma": 4 / 255, "beta": 1.0})
-    assert Q.from_paper_scale(beta=0.5, scale="svhn")["beta"] == pytest.approx(32512.5)
-    P = Q.PAPER_PRESETS
+    assert paper.from_paper_scale(sigma=4 / 255, beta=1.0, scale="mnist") == pytest.approx(
+        {"sigma": 4 / 255, "beta": 1.0})
+    assert paper.from_paper_scale(beta=0.5, scale="svhn")["beta"] == pytest.approx(32512.5)
+    P = paper.NOISE
     assert P["mnist"]["sigma"] == P["mnist"]["tau"] == pytest.approx(4 / 255) and P["mnist"]["beta"] == 1.0
     assert P["cifar10"]["sigma"] == pytest.approx(4 / 255) and P["cifar10"]["beta"] == pytest.approx(6502.5)
     assert P["svhn"]["beta"] == pytest.approx(32512.5)
@@ -244,6 +247,29 @@ def test_presets_and_scale_conversion():
         Q.paper_quantizer("imagenet", "swrd")
     with pytest.raises(ValueError, match="method"):
         Q.paper_quantizer("mnist", "jpeg")
+
+
+def test_quantizer_spec_is_the_one_description():
+    """QuantizerSpec: the paper's settings, the record form (round trip, unchanged keys), the
+    module and the functional form all agree."""
+    q = Q.QuantizerSpec.paper("cifar10", "pRD", s=2, k=10)
+    assert q.method == "prd" and q.label == "pRD (s=2, k=10)" and q.beta is None
+    assert q.params() == {"method": "prd", "s": 2, "k": 10, "sigma": 4 / 255, "tau": 4 / 255}
+    assert Q.QuantizerSpec.from_params(q.params()) == q and Q.QuantizerSpec.from_params({"method": "none"}) is None
+    sw = Q.QuantizerSpec.paper("mnist", "swrd", max_iter=1)
+    assert sw.params() == {"method": "swrd", "s": 2, "k": 2, "sigma": 4 / 255, "tau": 4 / 255, "beta": 1.0,
+                           "max_iter": 1}
+    x, _ = load_dataset("cifar10", "test", 3)
+    a = q.build(generator=torch.Generator().manual_seed(5))(x)
+    b = q(x, torch.Generator().manual_seed(5))
+    assert torch.equal(a, b)
+    assert Q.QuantizerSpec.paper("mnist", "rd").s == 1
+    with pytest.raises(ValueError, match="beta is only used by swRD"):
+        Q.QuantizerSpec("prd", 2, 4, 0.01, 0.01, beta=1.0)
+    with pytest.raises(ValueError, match="s must be 1"):
+        Q.QuantizerSpec.paper("mnist", "randdisc", s=5)
+    with pytest.raises(ValueError, match="unknown quantizer parameter"):
+        Q.QuantizerSpec.from_params({"method": "prd", "s": 2, "k": 2, "sigma": 0.0, "tau": 0.0, "votes": 3})
 
 
 def test_docstrings_name_the_paper_equations():

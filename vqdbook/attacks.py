@@ -19,7 +19,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import paper
 from .validation import check_int
+
+__all__ = ["PGD", "paper_pgd", "strong_pgd", "STRONG_PGD", "CPU_CHUNK", "ZeroGradientWarning",
+           "RandomizedDefenseWarning"]
 
 
 class ZeroGradientWarning(UserWarning):
@@ -28,14 +32,6 @@ class ZeroGradientWarning(UserWarning):
 
 class RandomizedDefenseWarning(UserWarning):
     """The attacked model is stochastic: single-draw gradients are noisy; use EOT."""
-
-
-#: The paper's PGD protocols (Sec. 4.1): steps and step size as a fraction of ε.
-PAPER_PGD = {
-    "mnist": {"steps": 40, "alpha_over_eps": 1 / 20},    # PGD40, α = ε/20
-    "cifar10": {"steps": 20, "alpha_over_eps": 1 / 10},  # PGD20, α = ε/10
-    "svhn": {"steps": 20, "alpha_over_eps": 1 / 10},     # PGD20, α = ε/10
-}
 
 
 #: Images attacked together on a CPU by default (see ``PGD(chunk_size=...)``).
@@ -82,6 +78,17 @@ class PGD:
             batch on a GPU.
 
     Shapes: ``x`` (B, C, H, W) float in [0, 1], ``y`` (B,) int64 → ``x_adv`` like ``x``.
+
+    Examples::
+
+        >>> import torch
+        >>> from vqdbook import PGD
+        >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 10)).eval()
+        >>> x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
+        >>> atk = PGD(net, eps=0.1, alpha=0.01, steps=20, generator=torch.Generator().manual_seed(0))
+        >>> x_adv = atk(x, y)
+        >>> x_adv.shape, bool(((x_adv - x).abs() <= 0.1 + 1e-6).all()), net.training
+        (torch.Size([8, 1, 28, 28]), True, False)
     """
 
     def __init__(self, net: nn.Module, eps: float = 8 / 255, alpha: float | None = None, steps: int = 10,
@@ -203,8 +210,21 @@ def strong_pgd(net: nn.Module, eps: float, **kwargs) -> PGD:
 
 def paper_pgd(net: nn.Module, dataset: str, eps: float, **kwargs) -> PGD:
     """The paper's PGD protocol for ``dataset`` at radius ``eps`` (on [0, 1]; CIFAR ε=8 → 8/255):
-    MNIST PGD40 with α = ε/20; CIFAR-10 and SVHN PGD20 with α = ε/10 (Sec. 4.1)."""
+    MNIST PGD40 with α = ε/20; CIFAR-10 and SVHN PGD20 with α = ε/10 (Sec. 4.1,
+    :data:`vqdbook.paper.PGD`). The threat model is the paper's: pass the undefended ``net``
+    (oblivious attacker), or ``Defended(net, Q, bpda=True)`` with ``eot_samples`` for an adaptive one.
+
+    Examples::
+
+        >>> import torch
+        >>> from vqdbook import paper_pgd
+        >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10))
+        >>> x, y = torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
+        >>> x_adv = paper_pgd(net, "cifar10", eps=8 / 255, generator=torch.Generator().manual_seed(0))(x, y)
+        >>> bool(((x_adv - x).abs() <= 8 / 255 + 1e-6).all())
+        True
+    """
     from .data import spec
 
-    p = PAPER_PGD[spec(dataset).name]
+    p = paper.PGD[spec(dataset).name]
     return PGD(net, eps=eps, alpha=eps * p["alpha_over_eps"], steps=p["steps"], **kwargs)

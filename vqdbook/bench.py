@@ -7,17 +7,8 @@ test: timings depend on the machine and on whatever else runs on it, so the reco
 machine's description, the load average before and after, and best-of-``repeats`` timings
 (the least-disturbed run) for both sides.
 
-Configurations (the paper's, on the [0, 1] scale, sigma = tau = 4/255):
-
-=================  =======  ====  ===  ==========
-name               dataset  s     k    beta
-=================  =======  ====  ===  ==========
-swrd_cifar_s4_k25  CIFAR-10 4     25   0.1 * 255^2
-swrd_cifar_s2_k10  CIFAR-10 2     10   0.1 * 255^2
-swrd_mnist_s2_k2   MNIST    2     2    1
-prd_cifar_s4_k25   CIFAR-10 4     25   --
-randdisc_cifar_k10 CIFAR-10 1     10   --
-=================  =======  ====  ===  ==========
+Configurations: :data:`CONFIGS`, each the paper's quantizer for its dataset
+(:meth:`vqdbook.quantizers.QuantizerSpec.paper`: Section 4.1's sigma, tau, beta on the [0, 1] scale).
 
 The baseline does per image what the papers' code does: NumPy patches, NumPy noise,
 ``sklearn.cluster.KMeans(k, init="k-means++", n_init=1, tol=1e-4)`` on the noisy patches, a NumPy
@@ -37,24 +28,31 @@ from __future__ import annotations
 import math
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import quantizers as Q
+from .parallel import default_chunk_size
+from .quantizers import QuantizerSpec, n_patches
 
-__all__ = ["CONFIGS", "TARGETS", "run_bench_quantizers", "run_bench_table1", "baseline_quantize", "format_table"]
+__all__ = ["CONFIGS", "TARGETS", "BENCHMARKS", "run_bench_quantizers", "run_bench_table1", "bench_center_sampling",
+           "record_benchmark", "baseline_quantize", "format_table", "quantizer_config"]
 
-SIGMA = TAU = 4 / 255
-
-#: name -> (method, dataset, s, k, beta)
+#: name -> (dataset, method, s, k); sigma, tau and beta are the paper's for the dataset.
 CONFIGS: dict[str, tuple] = {
-    "swrd_cifar_s4_k25": ("swrd", "cifar10", 4, 25, 0.1 * 255 ** 2),
-    "swrd_cifar_s2_k10": ("swrd", "cifar10", 2, 10, 0.1 * 255 ** 2),
-    "swrd_mnist_s2_k2": ("swrd", "mnist", 2, 2, 1.0),
-    "prd_cifar_s4_k25": ("prd", "cifar10", 4, 25, None),
-    "randdisc_cifar_k10": ("randdisc", "cifar10", 1, 10, None),
+    "swrd_cifar_s4_k25": ("cifar10", "swrd", 4, 25),
+    "swrd_cifar_s2_k10": ("cifar10", "swrd", 2, 10),
+    "swrd_mnist_s2_k2": ("mnist", "swrd", 2, 2),
+    "prd_cifar_s4_k25": ("cifar10", "prd", 4, 25),
+    "randdisc_cifar_k10": ("cifar10", "randdisc", 1, 10),
 }
+
+
+def quantizer_config(name: str) -> tuple[str, QuantizerSpec]:
+    """The dataset and quantizer of a :data:`CONFIGS` entry."""
+    dataset, method, s, k = CONFIGS[name]
+    return dataset, QuantizerSpec.paper(dataset, method, s, k)
 
 #: The issue's targets on 2 CPU cores: minimum ratio to the baseline, minimum absolute img/s.
 TARGETS: dict[str, dict] = {
@@ -120,20 +118,6 @@ def baseline_quantize(img: np.ndarray, method: str, s: int, k: int, sigma: float
 # timing
 # --------------------------------------------------------------------------------------------
 
-def _ours(x, method, s, k, beta, generator, threads):
-    """Our batched quantizer (eq. (1) or eqs. (2)-(4)) on the whole batch."""
-    if method == "swrd":
-        return Q.swrd(x, s, k, SIGMA, TAU, beta, generator, threads=threads)
-    if method == "prd":
-        return Q.prd(x, s, k, SIGMA, TAU, generator, threads=threads)
-    return Q.rand_disc(x, k, SIGMA, TAU, generator, threads=threads)
-
-
-def _n_patches(H, W, s, method):
-    """Patches per image: windows of eqs. (2)-(4) or padded patches of eq. (1)."""
-    return (H - s + 1) * (W - s + 1) if method == "swrd" else math.ceil(H / s) * math.ceil(W / s)
-
-
 def _time(fn, repeats):
     """Best wall time of ``repeats`` runs of ``fn`` (a batch through eq. (1) / eqs. (2)-(4))."""
     best = math.inf
@@ -174,7 +158,7 @@ def run_bench_quantizers(n_images: int = 256, seed: int = 0, *, n_baseline: int 
     repeats : each measurement is repeated and the fastest run kept.
     configs : subset of :data:`CONFIGS` names (default: all).
     threads : worker threads for ours (default: auto -- up to ``torch.get_num_threads()`` as far
-        as the machine has idle cores; see :func:`vqdbook.kmeans._map_chunks`). ``ours_single_thread``
+        as the machine has idle cores; see :func:`vqdbook.parallel.map_chunks`). ``ours_single_thread``
         is always measured with one thread.
 
     Returns a dict: ``{"benchmark": "quantizers", "params": {...}, "machine": {...},
@@ -194,7 +178,6 @@ def run_bench_quantizers(n_images: int = 256, seed: int = 0, *, n_baseline: int 
     record = {
         "benchmark": "quantizers",
         "params": {"n_images": n_images, "n_baseline": n_base, "seed": seed, "repeats": repeats,
-                   "sigma": SIGMA, "tau": TAU,
                    "threads": "auto" if threads is None else threads,
                    "torch_threads": torch.get_num_threads()},
         "machine": _machine(),
@@ -204,23 +187,24 @@ def run_bench_quantizers(n_images: int = 256, seed: int = 0, *, n_baseline: int 
     data = {}
     prev_threads = torch.get_num_threads()
     for name in names:
-        method, ds, s, k, beta = CONFIGS[name]
+        ds, q = quantizer_config(name)
+        method, s, k, beta = q.method, q.s, q.k, q.beta
         if ds not in data:
             data[ds] = _load(ds, n_images)
         x = data[ds]
         B, C, H, W = x.shape
-        n, d = _n_patches(H, W, s, method), C * s * s
+        n, d = n_patches(H, W, s, q.mode), C * s * s
         g = torch.Generator().manual_seed(seed)
 
-        _ours(x[: min(B, 32)], method, s, k, beta, g, threads)        # warm-up
-        t_ours = _time(lambda: _ours(x, method, s, k, beta, g, threads), repeats)
+        q(x[: min(B, 32)], g, threads=threads)                          # warm-up
+        t_ours = _time(lambda: q(x, g, threads=threads), repeats)
         torch.set_num_threads(1)
         try:
-            t_ours1 = _time(lambda: _ours(x, method, s, k, beta, g, 1), repeats)
+            t_ours1 = _time(lambda: q(x, g, threads=1), repeats)
         finally:
             torch.set_num_threads(prev_threads)
 
-        cs = Q.default_chunk_size(n, d, "cpu")
+        cs = default_chunk_size(n, d, "cpu")
         chunks = [min(cs, B - i) for i in range(0, B, cs)]
         t_randn = _time(lambda: [torch.randn((2, c, n, d), generator=g) for c in chunks], repeats)
 
@@ -229,7 +213,7 @@ def run_bench_quantizers(n_images: int = 256, seed: int = 0, *, n_baseline: int 
         def base():
             rng = np.random.default_rng(seed)
             for img in xb:
-                baseline_quantize(img, method, s, k, SIGMA, TAU, beta, rng)
+                baseline_quantize(img, method, s, k, q.sigma, q.tau, beta, rng)
 
         base()                                                           # warm-up (imports)
         t_base = _time(base, repeats)
@@ -240,7 +224,7 @@ def run_bench_quantizers(n_images: int = 256, seed: int = 0, *, n_baseline: int 
         b_default, b_single = n_base / t_base, n_base / t_base1
         baseline = max(b_default, b_single)
         entry = {
-            "method": method, "dataset": ds, "s": s, "k": k, "beta": beta,
+            "method": method, "dataset": ds, "s": s, "k": k, "sigma": q.sigma, "tau": q.tau, "beta": beta,
             "n_patches": n, "patch_dim": d, "chunk_size": cs,
             "ours_img_s": ours, "ours_single_thread_img_s": B / t_ours1,
             "baseline_img_s": baseline, "baseline_default_threads_img_s": b_default,
@@ -287,9 +271,10 @@ def run_bench_table1(n: int = 1000, seed: int = 0, device: str = "cpu", progress
 
     from tqdm.auto import tqdm
 
-    from . import experiments as E
+    from .experiments.adversarial import run_robust_accuracy
+    from .experiments.tables import table_spec
 
-    sp = E.table_spec("table1")
+    sp = table_spec("table1")
     rows = [r for r in sp["rows"] if r["variant"] is None]
     t_attack = t_defend = 0.0
     cells = []
@@ -298,7 +283,7 @@ def run_bench_table1(n: int = 1000, seed: int = 0, device: str = "cpu", progress
     with tempfile.TemporaryDirectory() as tmp:
         for eps in tqdm(sp["eps"], desc=f"table1 quick n={n}", disable=not progress):
             for row in rows:
-                r = E.run_robust_accuracy("mnist", sp["arch"], None, row["defense"], eps, n, seed, device=device,
+                r = run_robust_accuracy("mnist", sp["arch"], None, row["defense"], eps, n, seed, device=device,
                                           cache_dir=tmp)
                 t_attack += r["seconds_attack"]
                 t_defend += r["seconds_defend"]
@@ -313,9 +298,55 @@ def run_bench_table1(n: int = 1000, seed: int = 0, device: str = "cpu", progress
             "target_seconds": TABLE1_TARGET_S, "meets_target": total <= TABLE1_TARGET_S, "cells": cells}
 
 
-if __name__ == "__main__":  # pragma: no cover
-    import json
+def bench_center_sampling(n_samples: int = 10_000, cases=None, repeats: int = 1, *,
+                          chunk: int | None = None, threads: int | None = None) -> dict:
+    """Seconds to draw ``n_samples`` centre sets ``C ~ Q_{C|X=x}`` (eq. (9)'s samples) of one real test image.
 
-    rec = run_bench_quantizers()
-    print(format_table(rec))
-    print(json.dumps(rec, indent=1))
+    ``cases``: iterable of ``(dataset, method, s, k)``; default MNIST pRD ``s=2, k=4`` and
+    CIFAR-10 pRD ``s=2, k=10`` (the paper's Figure 6 settings; targets <= 2 s and <= 15 s on 2
+    CPU cores), plus RandDisc and swRD at the same ``k``. Returns ``{"dataset/method s= k=":
+    best-of-repeats seconds, ..., "threads": ..., "n_samples": ...}``.
+    """
+    from .data import load_dataset
+    from .kl import DEFAULT_CHUNK, sample_center_vectors
+
+    chunk = DEFAULT_CHUNK if chunk is None else chunk
+    if cases is None:
+        cases = [("mnist", "prd", 2, 4), ("mnist", "randdisc", 1, 4), ("mnist", "swrd", 2, 4),
+                 ("cifar10", "prd", 2, 10), ("cifar10", "randdisc", 1, 10), ("cifar10", "swrd", 2, 10)]
+    out = {"n_samples": n_samples, "threads": threads or torch.get_num_threads(), "chunk": chunk}
+    for dataset, method, s, k in cases:
+        x, _ = load_dataset(dataset, "test", 1)
+        best = math.inf
+        for r in range(repeats):
+            t0 = time.perf_counter()
+            sample_center_vectors(x[0], QuantizerSpec.paper(dataset, method, s, k), n_samples,
+                                  torch.Generator().manual_seed(r), chunk=chunk, threads=threads)
+            best = min(best, time.perf_counter() - t0)
+        out[f"{dataset}/{method} s={s} k={k}"] = round(best, 3)
+    return out
+
+
+def record_benchmark(what: str, *, n: int | None = None, seed: int = 0) -> tuple[dict, Path]:
+    """Run one of :data:`BENCHMARKS` and store its result as a record (kind ``bench_<what>``);
+    returns ``(result, path)``. This is what ``vqdbook bench <what>`` calls."""
+    from .results import write_record
+
+    if what not in BENCHMARKS:
+        raise ValueError(f"what must be one of {sorted(BENCHMARKS)}; got {what!r}")
+    if what == "quantizers":
+        result = run_bench_quantizers(**({} if n is None else {"n_images": n}), seed=seed)
+        params = result["params"]
+    elif what == "table1":
+        result = run_bench_table1(n=n or 1000, seed=seed)
+        params = result["params"]
+    else:
+        result = bench_center_sampling()
+        params = {"n_samples": result.get("n_samples")}
+    return result, write_record(f"bench_{what}", params, result)
+
+
+#: The benchmarks ``vqdbook bench`` runs: name -> what it times.
+BENCHMARKS = {"quantizers": "the quantizers against a per-image scikit-learn pipeline (img/s, ratio)",
+              "kl": "drawing 10,000 centre sets C ~ Q(C|X=x) of one image (Section 4.2)",
+              "table1": "Table 1 in quick mode from scratch (1,000 MNIST images, wall time)"}

@@ -1,10 +1,17 @@
-"""Command line: ``vqdbook train|data|bench|run ...`` (``vqdbook -h``)."""
+"""Command line: ``vqdbook train|data|bench|run ...`` (``vqdbook -h``).
+
+Every choice comes from the package's registries (datasets, architectures, training methods,
+experiments, attacks, variants, benchmarks), combinations the code rejects are refused when the
+command line is parsed, and records are written by the functions called here, never by the CLI.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+
+__all__ = ["main", "build_parser"]
 
 
 def _cmd_train(a):
@@ -32,78 +39,82 @@ def _cmd_data(a):
 
 
 def _cmd_bench(a):
-    from .bench import run_bench_quantizers
-    from .results import write_record
+    from .bench import format_table, record_benchmark
 
-    if a.what == "table1":
-        from .bench import run_bench_table1
-
-        result = run_bench_table1(n=a.n or 1000, seed=a.seed)
-        path = write_record("bench_table1", result["params"], result)
-        print(json.dumps({k: v for k, v in result.items() if k != "cells"}, indent=1))
-    elif a.what == "kl":
-        from .kl import bench_center_sampling
-
-        result = bench_center_sampling()
-        path = write_record("bench_kl", {"n_samples": result.get("n_samples")}, result)
-        print(json.dumps(result, indent=1))
-    else:
-        from .bench import format_table
-
-        result = run_bench_quantizers(**({} if a.n is None else {"n_images": a.n}), seed=a.seed)
-        path = write_record("bench_quantizers", result["params"], result)
+    result, path = record_benchmark(a.what, n=a.n, seed=a.seed)
+    if a.what == "quantizers":
         print(format_table(result))
+    else:
+        print(json.dumps({k: v for k, v in result.items() if k != "cells"}, indent=1))
     print(f"record: {path}")
 
 
+def _print_frame(frame):
+    import pandas as pd
+
+    with pd.option_context("display.width", 250, "display.max_columns", 60):
+        print(frame.to_string(index=False))
+
+
 def _cmd_run(a):
-    from . import experiments
+    from . import paper
+    from .experiments import certified, fig6, figures, reproduction, tables
 
-    n = 10000 if a.full else (a.n or experiments.DEFAULT_N.get(a.what, 1000))
-    if a.what in ("table1", "table2", "table3"):
-        experiments.run_table(a.what, n=n, seed=a.seed, device=a.device, batch_size=a.batch_size, attack=a.attack)
+    if a.what in paper.TABLES:
+        n = 10000 if a.full else (a.n or tables.DEFAULT_N)
+        tables.run_table(a.what, n=n, seed=a.seed, device=a.device, batch_size=a.batch_size, attack=a.attack)
         if a.attack != "pgd-oblivious":
-            print(experiments.attack_strength_frame(a.what, n=n, seed=a.seed).to_string())
-            return
-        import pandas as pd
-
-        with pd.option_context("display.width", 250, "display.max_columns", 60):
-            print(experiments.table_frame(a.what, n=n, seed=a.seed))
-        return
-    if a.what in ("fig6", "certified"):
-        from . import kl
-
-        runner = kl.run_fig6 if a.what == "fig6" else kl.run_certified
-        for dataset in a.datasets or ("mnist", "cifar10"):
-            runner(dataset, n_images=a.n or 5, n_samples=10000 if a.full else a.samples, seed=a.seed, n_mc=a.mc)
-        return
-    if a.what == "variants":
-        import pandas as pd
-
-        a.variants = tuple(a.variants or experiments.VARIANTS)
-        unknown = set(a.variants) - set(experiments.VARIANTS)
-        if unknown:
-            raise SystemExit(f"unknown variants {sorted(unknown)}; choose from {sorted(experiments.VARIANTS)}")
+            _print_frame(tables.attack_strength_frame(a.what, n=n, seed=a.seed))
+        else:
+            _print_frame(tables.table_frame(a.what, n=n, seed=a.seed))
+    elif a.what in ("fig4", "fig5", "fig7"):
+        default = figures.FIG7_N if a.what == "fig7" else figures.DEFAULT_N
+        n = 10000 if a.full else (a.n or default)
+        runner = getattr(figures, f"run_{a.what}")
+        runner(**({"datasets": tuple(a.datasets)} if a.datasets else {}), n=n, seed=a.seed, device=a.device)
+    elif a.what in ("fig6", "certified"):
+        runner = fig6.run_fig6 if a.what == "fig6" else certified.run_certified
+        for dataset in a.datasets or tuple(paper.FIG6):
+            runner(dataset, n_images=a.n or fig6.N_IMAGES, n_samples=a.samples, seed=a.seed, n_mc=a.mc)
+    elif a.what == "variants":
+        variants = tuple(a.variants or reproduction.VARIANTS)
         for table in a.tables:
-            experiments.run_variants(table, variants=a.variants, n=a.n, seed=a.seed, device=a.device)
-            frame = experiments.variant_frame(table, variants=a.variants, n=a.n, seed=a.seed)
-            with pd.option_context("display.width", 250, "display.max_columns", 60):
-                print(frame)
-                print(experiments.variant_summary(frame))
-        return
-    runner = getattr(experiments, f"run_{a.what}", None)
-    if runner is None:
-        raise SystemExit(f"vqdbook run {a.what}: not implemented yet")
-    runner(n=n, seed=a.seed, device=a.device)
+            reproduction.run_variants(table, variants=variants, n=a.n, seed=a.seed, device=a.device)
+            frame = reproduction.variant_frame(table, variants=variants, n=a.n, seed=a.seed)
+            _print_frame(frame)
+            _print_frame(reproduction.variant_summary(frame))
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(prog="vqdbook", description=__doc__)
+def run_targets() -> dict[str, str]:
+    """What ``vqdbook run`` can compute: name -> description (from the package's registries)."""
+    from . import paper
+
+    out = {t: f"Table {t[-1]} ({d}), robust_accuracy records" for t, (d, _, _) in paper.TABLES.items()}
+    out.update({"fig4": "Figure 4: accuracy vs s and k", "fig5": "Figure 5: accuracy vs noise",
+                "fig6": "Figure 6: KL estimates (kl records)", "fig7": "Figure 7: denoising (fig7 records)",
+                "certified": "Theorem 1's certified accuracy (certified records)",
+                "variants": "the reproduction study"})
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__, paper
+    from .bench import BENCHMARKS
+    from .data import DATASETS
+    from .experiments.fig6 import N_SAMPLES
+    from .experiments.reproduction import VARIANT_SETTINGS, VARIANTS
+    from .experiments.tables import TABLE_ATTACKS
+    from .kl import N_MC
+    from .models import ARCHS
+    from .train import ADV_METHODS
+
+    p = argparse.ArgumentParser(prog="vqdbook", description=__doc__.split("\n\n")[0])
+    p.add_argument("--version", action="version", version=f"vqdbook {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     t = sub.add_parser("train", help="train a classifier (seeded, resumable) and write weights + card")
-    t.add_argument("--dataset", required=True, choices=["mnist", "cifar10", "svhn"])
-    t.add_argument("--arch", required=True, choices=["mnist_cnn", "resnet20", "resnet18"])
+    t.add_argument("--dataset", required=True, choices=list(DATASETS))
+    t.add_argument("--arch", required=True, choices=list(ARCHS))
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float)
@@ -114,7 +125,7 @@ def main(argv=None):
     t.add_argument("--variant")
     t.add_argument("--device", default="cpu")
     t.add_argument("--threads", type=int)
-    t.add_argument("--method", choices=["natural", "fastat", "trades", "mart"], default="natural",
+    t.add_argument("--method", choices=list(ADV_METHODS), default="natural",
                    help="natural training (the paper's f) or an adversarial-training baseline")
     t.add_argument("--eps-ramp", type=float, default=0.0,
                    help="adversarial methods: grow ε linearly from 0 over this many epochs")
@@ -127,36 +138,73 @@ def main(argv=None):
     d.add_argument("action", choices=["bundle"], help="bundle: write data/bundled/* from $VQDBOOK_DATA")
     d.set_defaults(func=_cmd_data)
 
-    b = sub.add_parser("bench", help="benchmarks (write a record under data/results/)")
-    b.add_argument("what", choices=["quantizers", "kl", "table1"])
+    b = sub.add_parser("bench", help="benchmarks (write a record under data/results/)",
+                       description="; ".join(f"{k}: {v}" for k, v in BENCHMARKS.items()))
+    b.add_argument("what", choices=list(BENCHMARKS))
     b.add_argument("--n", type=int, default=None,
                    help="images per configuration (quantizers: default 256; table1: test images, default 1000)")
     b.add_argument("--seed", type=int, default=0)
     b.set_defaults(func=_cmd_bench)
 
-    r = sub.add_parser("run", help="run a paper experiment; records go to data/results/ (resumable)")
-    r.add_argument("what", choices=["table1", "table2", "table3", "fig4", "fig5", "fig6", "fig7", "certified",
-                                   "variants"])
-    r.add_argument("--n", type=int, help="test images, a stratified subset (default: tables 1000, figures 500)")
-    r.add_argument("--full", action="store_true", help="the paper's 10,000 test images")
+    targets = run_targets()
+    r = sub.add_parser("run", help="run a paper experiment; records go to data/results/ (resumable)",
+                       description="; ".join(f"{k}: {v}" for k, v in targets.items()))
+    r.add_argument("what", choices=list(targets))
+    r.add_argument("--n", type=int, help="test images, a stratified subset (default: the runner's)")
+    r.add_argument("--full", action="store_true", help="tables and figures: the paper's 10,000 test images")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--device", default="cpu")
-    r.add_argument("--attack", choices=["pgd-oblivious", "pgd-oblivious-strong"], default="pgd-oblivious",
+    r.add_argument("--attack", choices=list(TABLE_ATTACKS), default=TABLE_ATTACKS[0],
                    help="tables: the paper's PGD on f, or a stronger one (100 steps, 3 restarts) to check it")
     r.add_argument("--batch-size", type=int, default=500,
-                   help="tables: images per attack / quantizer batch (larger on a GPU; results do not depend on it "
-                        "beyond the quantizer's random draws)")
-    r.add_argument("--samples", type=int, default=2000, help="fig6/certified: centre-set samples per image")
-    r.add_argument("--mc", type=int, default=20000,
-                   help="fig6/certified: Monte-Carlo draws of eq. (9) (the book's 20,000; the paper used 100,000)")
-    r.add_argument("--datasets", nargs="+", choices=["mnist", "cifar10", "svhn"], help="fig6/certified only")
-    r.add_argument("--tables", nargs="+", choices=["table1", "table2"], default=["table1", "table2"],
+                   help="tables: images per attack / quantizer batch (larger on a GPU)")
+    r.add_argument("--samples", type=int, default=N_SAMPLES, help="fig6/certified: centre-set samples per image")
+    r.add_argument("--mc", type=int, default=N_MC, help="fig6/certified: Monte-Carlo draws of eq. (9)")
+    r.add_argument("--datasets", nargs="+", choices=list(DATASETS), help="figures, fig6 and certified only")
+    r.add_argument("--tables", nargs="+", choices=list(VARIANT_SETTINGS), default=list(VARIANT_SETTINGS),
                    help="variants only: the tables of the reproduction study")
-    r.add_argument("--variants", nargs="+", default=None,
-                   help="variants only: which of experiments.VARIANTS (default: all)")
-    r.set_defaults(func=_cmd_run)
+    r.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=None,
+                   help="variants only: which variants (default: all)")
+    r.set_defaults(func=_cmd_run, _kl_datasets=tuple(paper.FIG6))
+    return p
 
+
+def _refuse(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+    """Combinations the code would reject, refused at parse time with a message."""
+    if a.cmd != "run":
+        return
+    from . import paper
+
+    if a.what in ("fig6", "certified") and a.datasets:
+        bad = [d for d in a.datasets if d not in paper.FIG6]
+        if bad:
+            p.error(f"run {a.what}: the paper's KL estimate (Section 4.2) has settings for "
+                    f"{', '.join(paper.FIG6)} only, not {', '.join(bad)}")
+    if a.what in ("fig4", "fig7") and a.datasets:
+        grid = paper.FIG4_GRID if a.what == "fig4" else paper.FIG7
+        bad = [d for d in a.datasets if d not in grid]
+        if bad:
+            p.error(f"run {a.what}: settings exist for {', '.join(grid)} only, not {', '.join(bad)}")
+    if a.what == "fig5" and a.datasets:
+        bad = [d for d in a.datasets if d not in paper.NOISE or d == "mnist"]
+        if bad:
+            p.error(f"run fig5: the noise sweep is for the 0–255 datasets (cifar10, svhn), not {', '.join(bad)}")
+    if a.what not in ("fig4", "fig5", "fig7", "fig6", "certified") and a.datasets:
+        p.error(f"run {a.what}: --datasets applies to figures, fig6 and certified only")
+    if a.attack != "pgd-oblivious" and a.what not in paper.TABLES:
+        p.error(f"run {a.what}: --attack applies to the tables only")
+    if a.full and a.what in ("fig6", "certified", "variants"):
+        p.error(f"run {a.what}: --full applies to tables and figures; use --n")
+    for name in ("n", "samples", "mc", "batch_size"):
+        v = getattr(a, name)
+        if v is not None and v < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+
+
+def main(argv=None) -> int:
+    p = build_parser()
     a = p.parse_args(argv)
+    _refuse(p, a)
     a.func(a)
     return 0
 

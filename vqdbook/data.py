@@ -32,6 +32,10 @@ import numpy as np
 from . import PROJECT_ROOT
 from .provenance import sha256_file
 
+__all__ = ["DatasetSpec", "DATASETS", "DataUnavailableError", "spec", "load_dataset", "stratified_order",
+           "stratified_indices", "verify_file", "bundle_path", "make_bundles", "ENV_VAR", "RAW_DIR",
+           "BUNDLE_DIR", "BUNDLE_N", "SPLITS", "KNOWN_SHA256"]
+
 ENV_VAR = "VQDBOOK_DATA"
 RAW_DIR = PROJECT_ROOT / "data" / "raw"
 BUNDLE_DIR = PROJECT_ROOT / "data" / "bundled"
@@ -84,7 +88,11 @@ class DataUnavailableError(RuntimeError):
     """No source could provide the requested data; the message says what to set or download."""
 
 
-def spec(name: str) -> DatasetSpec:
+def spec(name: str | DatasetSpec) -> DatasetSpec:
+    """The :class:`DatasetSpec` of a dataset name (``"cifar10"``, ``"CIFAR-10"``, ...); a spec is returned
+    as it is, so functions may be handed either and resolve it once."""
+    if isinstance(name, DatasetSpec):
+        return name
     if not isinstance(name, str):
         raise TypeError(f"name must be a str, one of {sorted(DATASETS)}; got {type(name).__name__}")
     key = name.lower().replace("-", "")

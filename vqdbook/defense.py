@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+__all__ = ["Defended"]
 
 class _StraightThrough(torch.autograd.Function):
     """Forward: Q(x). Backward: the identity (BPDA, Athalye et al. 2018)."""
@@ -30,6 +31,21 @@ class Defended(nn.Module):
     ``bpda=True`` makes the forward pass differentiable with an identity gradient through Q, so
     that :class:`vqdbook.attacks.PGD` can attack the defended model adaptively (use it with
     ``eot_samples`` for the quantizer's randomness). Without it, no gradient flows through Q.
+
+    Shapes: ``x`` (B, C, H, W) in [0, 1] → logits (or vote fractions) (B, classes).
+
+    Examples::
+
+        >>> import torch
+        >>> from vqdbook import Defended, paper_quantizer
+        >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 10)).eval()
+        >>> q = paper_quantizer("mnist", "swrd", s=2, k=2, generator=torch.Generator().manual_seed(0))
+        >>> model = Defended(net, q, votes=5)
+        >>> x = torch.rand(3, 1, 28, 28)
+        >>> model(x).sum(1)            # vote fractions of 5 draws of Q sum to 1
+        tensor([1., 1., 1.])
+        >>> model.predict(x).shape
+        torch.Size([3])
     """
 
     def __init__(self, net: nn.Module, quantizer: nn.Module, votes: int = 1, *, bpda: bool = False):

@@ -24,27 +24,23 @@ the centre sums of the M-step with one ``index_add_`` over the flattened batch.
 
 Everything runs on the device of ``X``; the only Python loops are over k-means++ steps, Lloyd
 iterations and chunks of problems (a few dozen problems per chunk on CPU, all of them on GPU),
-never over single problems. On CPU the chunks run on worker threads (:func:`_map_chunks`).
+never over single problems. On CPU the chunks run on worker threads
+(:func:`vqdbook.parallel.map_chunks`).
 Randomness comes from ``generator`` (or torch's global RNG), one derived generator per chunk,
 so ``torch.manual_seed`` makes results reproducible.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import math
 import numbers
-import os
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
+from .parallel import cpu_single_intra_op, default_chunk_size, map_chunks
 from .validation import check_int
 
-__all__ = ["kmeans", "kmeans_plusplus", "tolerance", "n_local_trials", "default_chunk_size"]
+__all__ = ["kmeans", "kmeans_batch", "kmeans_plusplus", "tolerance", "n_local_trials", "first_argmin", "take_rows"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -82,7 +78,7 @@ def _sq_norms(X: torch.Tensor) -> torch.Tensor:
     return (X * X).sum(2)
 
 
-def _first_argmin(D: torch.Tensor, vals: torch.Tensor) -> torch.Tensor:
+def first_argmin(D: torch.Tensor, vals: torch.Tensor) -> torch.Tensor:
     """Index of the first minimum of ``D`` along dim 1, given ``vals = D.amin(1)``: the argmin of
     eq. (1) (and of the k-means E-step). Overwrites ``D``.
 
@@ -97,7 +93,7 @@ def _first_argmin(D: torch.Tensor, vals: torch.Tensor) -> torch.Tensor:
     return top.neg_().add_(k).long()
 
 
-def _take_rows(X: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+def take_rows(X: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """``X[b, idx[b, j]]`` for ``X (B, n, d)`` contiguous and ``idx (B, m)``: ``(B, m, d)`` (e.g.
     the quantized patches ``p_hat`` of eq. (1) from the codebook and the labels).
 
@@ -124,209 +120,6 @@ def _check_X(X, name="X"):
 
 
 _check_int = check_int
-
-
-# --------------------------------------------------------------------------------------------
-# chunks of problems on worker threads
-# --------------------------------------------------------------------------------------------
-
-_POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
-
-
-def _pool(workers: int) -> ThreadPoolExecutor:
-    """The shared worker pool that runs chunks of clustering problems (eq. (1) codebooks)."""
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None or _POOL._max_workers < workers:
-            _POOL = ThreadPoolExecutor(workers, thread_name_prefix="vqdbook-kmeans")
-        return _POOL
-
-
-def _chunk_seeds(n: int, generator, device) -> list[int]:
-    """One 62-bit seed per chunk, drawn from ``generator`` (or torch's global RNG); each chunk's
-    generator then draws its clustering noise, k-means++ numbers and eq. (1) noise."""
-    if generator is not None:
-        dev = generator.device
-    else:
-        dev = torch.device(device)
-        if dev.type != "cuda":
-            dev = torch.device("cpu")
-    return torch.randint(0, 2 ** 62, (n,), generator=generator, device=dev).tolist()
-
-
-#: The auto thread mode's idle-core measurement: samples (idle jiffies, seconds) are taken while
-#: chunks run alone and summed until they span :data:`IDLE_WINDOW` seconds (``/proc/stat`` counts
-#: in 10 ms jiffies, so a single short chunk says little); the result is reused for
-#: :data:`IDLE_TTL` seconds, so back-to-back calls with few chunks (pRD on a few hundred images
-#: makes two) run in parallel from their first chunk.
-_IDLE = {"idle": None, "at": -1e9, "jiffies": 0.0, "seconds": 0.0, "last": -1e9}
-_IDLE_LOCK = threading.Lock()
-IDLE_WINDOW = 0.06
-IDLE_TTL = 2.0
-
-
-def _recent_idle():
-    with _IDLE_LOCK:
-        if _IDLE["idle"] is not None and time.monotonic() - _IDLE["at"] < IDLE_TTL:
-            return _IDLE["idle"]
-    return None
-
-
-def _add_idle_sample(jiffies: float, seconds: float):
-    """Add one sample; returns the idle cores once the samples span IDLE_WINDOW, else None."""
-    now = time.monotonic()
-    with _IDLE_LOCK:
-        if now - _IDLE["last"] > IDLE_TTL:   # stale partial samples: start afresh
-            _IDLE["jiffies"] = _IDLE["seconds"] = 0.0
-        _IDLE["jiffies"] += jiffies
-        _IDLE["seconds"] += seconds
-        _IDLE["last"] = now
-        if _IDLE["seconds"] < IDLE_WINDOW:
-            return None
-        idle = _IDLE["jiffies"] / _CLK_TCK / _IDLE["seconds"]   # idle cores, on average
-        _IDLE.update(idle=idle, at=now, jiffies=0.0, seconds=0.0)
-        return idle
-
-
-def _idle_jiffies():
-    """System-wide idle + iowait time in clock ticks (Linux ``/proc/stat``), or None."""
-    try:
-        with open("/proc/stat") as f:
-            fields = f.readline().split()
-        return int(fields[4]) + int(fields[5])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _map_chunks(fn, B: int, chunk: int, generator, device, threads):
-    """``[fn(start, stop, chunk_generator) for each chunk of range(B)]``, in inference mode -- how
-    the codebooks of eq. (1) / eqs. (2)-(4) of many images are computed, a chunk at a time.
-
-    Every chunk gets its own ``torch.Generator``, seeded from ``generator`` (or torch's global RNG,
-    so ``torch.manual_seed`` makes runs reproducible), hence results do not depend on how chunks
-    are scheduled or on the number of threads. On GPU, chunks run one after the other.
-
-    On CPU, torch's intra-op parallelism is set to 1 for the duration of the call (and restored
-    after) and whole chunks run on worker threads instead: that scales better than many small
-    parallel operations, and OpenMP teams of small operations stall badly when the machine is
-    oversubscribed. ``threads`` is the number of workers; ``None`` (the default) means *auto*:
-    chunks run on the calling thread while the idle CPU time of the machine is measured
-    (``/proc/stat``, over at least :data:`IDLE_WINDOW` seconds), and the remaining chunks use up
-    to ``torch.get_num_threads()`` workers only
-    as far as there were idle cores -- on a machine busy with other work, extra workers only
-    fight over the GIL and the cores. A measurement is reused for :data:`IDLE_TTL` seconds, so
-    back-to-back calls (a benchmark, the batches of an experiment) skip the lone first chunk.
-    """
-    device = torch.device(device)
-    starts = list(range(0, B, chunk))
-    seeds = _chunk_seeds(len(starts), generator, device)
-
-    def work(i):
-        g = torch.Generator(device=device)
-        g.manual_seed(seeds[i])
-        # inference mode rather than no_grad: less per-op bookkeeping, so the worker threads hold
-        # the GIL less (`vqdbook bench quantizers` measures the 2-thread speed). Its tensors may
-        # not enter autograd or be changed in place later, so results leave as copies.
-        with torch.inference_mode():
-            res = fn(starts[i], min(B, starts[i] + chunk), g)
-        return tuple(t.clone() if isinstance(t, torch.Tensor) else t for t in res) \
-            if isinstance(res, (tuple, list)) else res.clone()
-
-    if device.type != "cpu":
-        return [work(i) for i in range(len(starts))]
-    with _single_intra_op() as prev:
-        results = []
-        if threads is None:
-            max_workers = min(prev, len(starts))
-            if max_workers > 1:
-                idle = _recent_idle()
-                while idle is None and len(results) < len(starts):   # measure while chunks run alone
-                    j0, t0 = _idle_jiffies(), time.perf_counter()
-                    results.append(work(len(results)))
-                    j1, t1 = _idle_jiffies(), time.perf_counter()
-                    if j0 is None or j1 is None:   # no /proc/stat: assume the cores are free
-                        idle = float(max_workers)
-                        break
-                    idle = _add_idle_sample(j1 - j0, t1 - t0)
-                workers = max_workers if idle is None else max(1, min(max_workers, 1 + int(idle + 0.25)))
-            else:
-                workers = 1
-        else:
-            workers = min(int(threads), len(starts))
-        rest = range(len(results), len(starts))
-        if workers <= 1:
-            results.extend(work(i) for i in rest)
-        else:
-            results.extend(_pool(workers).map(work, rest))
-        return results
-
-
-def _cpu_intra_op_1(fn):
-    """Decorator: run ``fn(x, ...)`` with torch's intra-op threads at 1 when ``x`` is a CPU
-    tensor (validation, chunking and concatenation included; see :func:`_map_chunks` for why)."""
-    @functools.wraps(fn)
-    def wrapper(x, *args, **kwargs):
-        if isinstance(x, torch.Tensor) and x.device.type == "cpu":
-            with _single_intra_op():
-                return fn(x, *args, **kwargs)
-        return fn(x, *args, **kwargs)
-    return wrapper
-
-
-_INTRA_LOCK = threading.Lock()
-_INTRA_DEPTH = 0
-_INTRA_PREV = 1
-
-
-@contextlib.contextmanager
-def _single_intra_op():
-    """Set torch's intra-op threads to 1 while any caller is inside; yields the previous count.
-
-    Re-entrant and safe when several threads call the quantizers at once: the first to enter
-    saves the count, the last to leave restores it.
-    """
-    global _INTRA_DEPTH, _INTRA_PREV
-    with _INTRA_LOCK:
-        if _INTRA_DEPTH == 0:
-            _INTRA_PREV = torch.get_num_threads()
-            if _INTRA_PREV != 1:
-                torch.set_num_threads(1)
-        _INTRA_DEPTH += 1
-        prev = _INTRA_PREV
-    try:
-        yield prev
-    finally:
-        with _INTRA_LOCK:
-            _INTRA_DEPTH -= 1
-            if _INTRA_DEPTH == 0 and _INTRA_PREV != 1:
-                torch.set_num_threads(_INTRA_PREV)
-
-
-try:
-    _CLK_TCK = os.sysconf("SC_CLK_TCK")
-except (AttributeError, ValueError, OSError):  # pragma: no cover
-    _CLK_TCK = 100
-
-
-#: Default CPU chunk: about this many point coordinates (problems * points * dimension) per
-#: chunk, so a chunk's working set stays in cache while per-operation overhead is amortised
-#: (32 images for swRD CIFAR-10 s=4, 128 for pRD CIFAR-10 s=4 or swRD MNIST s=2).
-CHUNK_FLOATS = 1_300_000
-CHUNK_MIN, CHUNK_MAX = 16, 128
-#: Problems (images) per chunk on GPU (one chunk is one set of kernel launches: make it large).
-DEFAULT_CHUNK_SIZE_GPU = 4096
-
-
-def default_chunk_size(n_points: int, dim: int, device="cpu") -> int:
-    """The chunk size used when ``chunk_size=None``: on CPU ``CHUNK_FLOATS / (n_points * dim)``
-    clamped to ``[CHUNK_MIN, CHUNK_MAX]``; on GPU :data:`DEFAULT_CHUNK_SIZE_GPU`. It depends on
-    the problem size only -- not on the batch size or the thread count -- so a seed gives the same
-    sample on any machine. (For the quantizers a problem is an image and its points are the
-    patches of eq. (1) / eqs. (2)-(4).)"""
-    if torch.device(device).type != "cpu":
-        return DEFAULT_CHUNK_SIZE_GPU
-    return min(max(CHUNK_FLOATS // max(1, n_points * dim), CHUNK_MIN), CHUNK_MAX)
 
 
 # --------------------------------------------------------------------------------------------
@@ -359,7 +152,7 @@ def _kmeanspp(X, x_sq, k, generator, trials):
         cand = torch.searchsorted(cum, r).clamp_(max=n - 1)          # (B, T): D^2 sampling
         # squared distances of the T candidates to all points: ||x||^2 + ||c||^2 - 2 c.x
         dist = torch.add(x_sq[:, None, :], x_sq.gather(1, cand)[:, :, None])     # (B, T, n)
-        dist.baddbmm_(_take_rows(X, cand), Xt, alpha=-2.0)
+        dist.baddbmm_(take_rows(X, cand), Xt, alpha=-2.0)
         torch.minimum(dist, closest[:, None, :], out=dist)
         cpot = dist.sum(2)                                           # potential per candidate
         best = cpot.argmin(1)                                        # (B,)
@@ -369,7 +162,7 @@ def _kmeanspp(X, x_sq, k, generator, trials):
     return idx
 
 
-@_cpu_intra_op_1
+@cpu_single_intra_op
 def kmeans_plusplus(X: torch.Tensor, k: int, *, generator: torch.Generator | None = None,
                     n_trials: int | None = None) -> torch.Tensor:
     """Greedy k-means++ seeding (scikit-learn's ``_kmeans_plusplus``), batched over problems.
@@ -541,11 +334,13 @@ def _lloyd(X, x_sq, centers, tol_b, max_iter):
     return out_c, out_l, out_it
 
 
-def _kmeans_core(X, k, *, init="k-means++", generator=None, max_iter=100, tol=1e-4):
-    """k-means of contiguous ``X (B, n, d)`` (the codebooks of eq. (1) / eqs. (2)-(4)); returns
-    ``(centers, labels, n_iter)``.
+def kmeans_batch(X, k, *, init="k-means++", generator=None, max_iter=100, tol=1e-4):
+    """k-means of contiguous ``X (B, n, d)`` on the calling thread, in one piece (the codebooks of
+    eq. (1) / eqs. (2)-(4)); returns ``(centers, labels, n_iter)``.
 
-    No argument checking: the public :func:`kmeans` and the quantizers check their inputs.
+    The building block for callers that already run inside a chunk of
+    :func:`vqdbook.parallel.map_chunks` (the quantizers, the KL sampler). No argument checking:
+    :func:`kmeans` is the checked, chunked entry point.
     """
     B, n, d = X.shape
     dev = X.device
@@ -553,21 +348,21 @@ def _kmeans_core(X, k, *, init="k-means++", generator=None, max_iter=100, tol=1e
     if isinstance(init, torch.Tensor):
         centers = init.detach().to(dtype=X.dtype, device=dev).clone()
     elif init == "k-means++":
-        centers = _take_rows(X, _kmeanspp(X, x_sq, k, generator, n_local_trials(k)))
+        centers = take_rows(X, _kmeanspp(X, x_sq, k, generator, n_local_trials(k)))
     else:  # "random": k distinct points, uniformly (scikit-learn's init="random")
         r = torch.rand((B, n), generator=generator, device=dev)
-        centers = _take_rows(X, torch.argsort(r, dim=1)[:, :k])
+        centers = take_rows(X, torch.argsort(r, dim=1)[:, :k])
     return _lloyd(X, x_sq, centers, _tolerance(X, x_sq, tol), max_iter)
 
 
 def _inertia(X, centers, labels):
     """Sum of squared distances of every point to the centre of its label, per problem (k-means'
     objective for the codebook of eq. (1); ``KMeans.inertia_``)."""
-    diff = X - _take_rows(centers.contiguous(), labels)
+    diff = X - take_rows(centers.contiguous(), labels)
     return (diff * diff).sum((1, 2))
 
 
-@_cpu_intra_op_1
+@cpu_single_intra_op
 def kmeans(X: torch.Tensor, k: int, *, max_iter: int = 100, tol: float = 1e-4,
            init: str | torch.Tensor = "k-means++", generator: torch.Generator | None = None,
            return_n_iter: bool = False, chunk_size: int | None = None, threads: int | None = None):
@@ -605,7 +400,7 @@ def kmeans(X: torch.Tensor, k: int, *, max_iter: int = 100, tol: float = 1e-4,
         ``threads`` or the machine.
     threads : int, optional
         CPU worker threads, each running whole chunks; default: as many as
-        ``torch.get_num_threads()`` and the machine's idle cores allow (see :func:`_map_chunks`).
+        ``torch.get_num_threads()`` and the machine's idle cores allow (see :func:`vqdbook.parallel.map_chunks`).
         torch's intra-op parallelism is 1 during the call.
 
     Returns
@@ -639,11 +434,11 @@ def kmeans(X: torch.Tensor, k: int, *, max_iter: int = 100, tol: float = 1e-4,
 
     def run(a, b, g):
         Xc = X[a:b]
-        c, l, it = _kmeans_core(Xc, k, init=init if init_t is None else init_t[a:b], generator=g,
-                                max_iter=max_iter, tol=float(tol))
-        return c, l, _inertia(Xc, c, l), it
+        c, lab, it = kmeans_batch(Xc, k, init=init if init_t is None else init_t[a:b], generator=g,
+                                  max_iter=max_iter, tol=float(tol))
+        return c, lab, _inertia(Xc, c, lab), it
 
-    parts = _map_chunks(run, B, cs, generator, X.device, threads)
+    parts = map_chunks(run, B, cs, generator, X.device, threads)
     centers, labels, inertia, n_iter = (torch.cat([p[i] for p in parts]) for i in range(4))
     if return_n_iter:
         return centers, labels, inertia, n_iter

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+__all__ = ["wilson_interval", "psnr"]
+
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     """95% (by default) Wilson score interval for a binomial proportion, as fractions in [0, 1].

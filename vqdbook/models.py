@@ -25,6 +25,10 @@ from . import PROJECT_ROOT
 from .data import spec
 from .provenance import sha256_file
 
+__all__ = ["ARCHS", "DEFAULT_ARCH", "WEIGHTS_DIR", "Normalize", "BasicBlock", "ResNet", "SmallCNN",
+           "build_model", "model_stem", "weights_path", "card_path", "load_card", "list_cards",
+           "save_weights", "load_pretrained", "predict", "accuracy", "cards_frame"]
+
 WEIGHTS_DIR = PROJECT_ROOT / "data" / "weights"
 ARCHS = ("mnist_cnn", "resnet20", "resnet18")
 #: The architecture ``load_pretrained(dataset)`` uses when none is named.

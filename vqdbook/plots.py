@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import paper
+
+__all__ = ["to_numpy_image", "show_image", "image_grid", "confusion_matrix_plot", "patch_partition_figure",
+           "quantized_grid", "fig4_plot", "fig5_plot", "figure7", "fig6_plot", "table_curves_plot"]
+
 
 def to_numpy_image(x):
     """(C,H,W) tensor in [0,1] → (H,W) or (H,W,C) float array for imshow."""
@@ -109,7 +114,6 @@ def fig4_plot(frame, dataset: str):
     panels = ["prd", "swrd"]
     fig, axes = plt.subplots(len(panels), len(eps_values), figsize=(3.3 * len(eps_values), 5.4),
                              sharey=True, squeeze=False)
-    names = {"prd": "pRD", "swrd": "swRD"}
     for i, panel in enumerate(panels):
         for j, eps in enumerate(eps_values):
             ax = axes[i, j]
@@ -120,8 +124,7 @@ def fig4_plot(frame, dataset: str):
                 ax.plot(grp["k"], 100 * grp["accuracy"], marker="o", ms=3, label=label)
                 ax.fill_between(grp["k"], 100 * grp["ci_lo"], 100 * grp["ci_hi"], alpha=0.15)
             ax.set_xscale("log", base=2)
-            ax.set_title(f"{names[panel]}, ε = {eps * (255 if dataset != 'mnist' else 1):.3g}"
-                         + ("/255" if dataset != "mnist" else ""), fontsize=9)
+            ax.set_title(f"{paper.METHOD_LABELS[panel]}, ε = {paper.eps_label(dataset, eps)}", fontsize=9)
             if i == len(panels) - 1:
                 ax.set_xlabel("k (centres)")
             if j == 0:
@@ -144,9 +147,9 @@ def fig5_plot(frame, dataset: str):
         for (method, s, k), grp in sub.groupby(["method", "s", "k"]):
             grp = grp.sort_values("noise_255")
             ax.plot(grp["noise_255"], 100 * grp["accuracy"], marker="o", ms=3,
-                    label=f"{ {'prd': 'pRD', 'swrd': 'swRD'}[method]} s={s}, k={k}")
+                    label=f"{paper.METHOD_LABELS[method]} s={s}, k={k}")
             ax.fill_between(grp["noise_255"], 100 * grp["ci_lo"], 100 * grp["ci_hi"], alpha=0.15)
-        ax.set_title(f"ε = {eps * 255:.0f}/255", fontsize=9)
+        ax.set_title(f"ε = {paper.eps_label(dataset, eps)}", fontsize=9)
         ax.set_xlabel("σ = τ (×1/255)")
         if j == 0:
             ax.set_ylabel("accuracy (%)")
@@ -161,7 +164,7 @@ def figure7(ex: dict, class_names=None, scale=1.25):
     x, x′, then Q(x) and Q(x′) for each quantizer, with PSNR(x, Q(x′)) and f's prediction on Q(x′)."""
     import matplotlib.pyplot as plt
 
-    from .quantizers import METHOD_LABELS as labels
+    labels = paper.METHOD_LABELS
     n = len(ex["x"])
     cols = 2 + 2 * len(ex["methods"])
     fig, axes = plt.subplots(n, cols, figsize=(scale * cols, scale * n + 0.6), squeeze=False)
@@ -188,16 +191,57 @@ def fig6_plot(frame, dataset: str):
 
     sub = frame[frame["dataset"] == dataset]
     fig, ax = plt.subplots(figsize=(5.2, 3.4))
-    scale = 1.0 if dataset == "mnist" else 255.0
+    scale = paper.UNITS[dataset]
     for method, grp in sub.groupby("method"):
         grp = grp.sort_values("eps")
         e = grp["eps"] * scale
         ax.plot(e, grp["kl_median"], marker="o", ms=3, label=method)
         ax.fill_between(e, grp["kl_q25"], grp["kl_q75"], alpha=0.15)
     ax.set_yscale("symlog", linthresh=1)
-    ax.set_xlabel("ε" + ("" if scale == 1 else " (×1/255)"))
+    ax.set_xlabel("ε" + (f" ({paper.eps_unit_suffix(dataset)})" if scale != 1 else ""))
     ax.set_ylabel("estimated KL (eq. 9)")
     ax.set_title(f"Figure 6 ({dataset}): median and quartiles over images", fontsize=9)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def table_curves_plot(frame, title: str | None = None, ncols: int = 4):
+    """Tables 1–3 as pictures: accuracy over ε, one panel per row of the table (method, s, k).
+
+    ``frame`` is :func:`vqdbook.experiments.table_curves`. Our accuracy is a line with its 95%
+    Wilson band; the paper's numbers are black crosses on the same axes. ε is in the paper's units.
+    """
+    import matplotlib.pyplot as plt
+
+    labels = list(dict.fromkeys(frame["label"]))
+    n = len(labels)
+    ncols = min(ncols, n)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.9 * ncols, 2.4 * nrows + 0.5), sharex=True, sharey=True,
+                             squeeze=False)
+    dataset = frame["dataset"].iloc[0]
+    for ax, label in zip(axes.flat, labels):
+        sub = frame[frame["label"] == label].sort_values("eps_paper")
+        ours = sub.dropna(subset=["accuracy"])
+        if len(ours):
+            ax.plot(ours["eps_paper"], 100 * ours["accuracy"], marker="o", ms=3, color="C0", label="ours")
+            ax.fill_between(ours["eps_paper"], 100 * ours["ci_lo"], 100 * ours["ci_hi"], color="C0", alpha=0.2)
+        else:
+            ax.text(0.5, 0.5, "not trained", transform=ax.transAxes, ha="center", va="center", color="0.4")
+        theirs = sub.dropna(subset=["paper"])
+        if len(theirs):
+            ax.plot(theirs["eps_paper"], 100 * theirs["paper"], "x", color="k", ms=5, label="paper")
+        ax.set_title(label, fontsize=9)
+        ax.set_ylim(-3, 103)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    for ax in axes[-1]:
+        ax.set_xlabel("ε" + (f" ({paper.eps_unit_suffix(dataset)})" if paper.eps_unit_suffix(dataset) else ""))
+    for ax in axes[:, 0]:
+        ax.set_ylabel("accuracy (%)")
+    axes.flat[0].legend(fontsize=7, loc="lower left")
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig

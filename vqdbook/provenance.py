@@ -15,6 +15,8 @@ from pathlib import Path
 
 from . import PROJECT_ROOT, __version__
 
+__all__ = ["sha256_file", "git_commit", "versions", "hardware", "provenance", "project_path"]
+
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """Hex SHA-256 of a file's bytes."""

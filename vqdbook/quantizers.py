@@ -19,8 +19,9 @@ Conventions (decisions documented here once, referred to everywhere)
   ``[0, 1]`` (sigma = tau = 4/255, beta = 1) but CIFAR-10 / SVHN on the 0-255 scale (sigma = tau = 4,
   beta = 0.1 resp. 0.5). Noise levels and attack radii convert by dividing by 255; beta multiplies
   the *squared* distance, so it converts by multiplying by ``255**2``: CIFAR-10 beta = 0.1 * 255^2 =
-  6502.5, SVHN beta = 0.5 * 255^2 = 32512.5. :func:`from_paper_scale` does the conversion and
-  :data:`PAPER_PRESETS` / :func:`paper_quantizer` carry the converted values.
+  6502.5, SVHN beta = 0.5 * 255^2 = 32512.5. :func:`vqdbook.paper.from_paper_scale` does the conversion,
+  :data:`vqdbook.paper.NOISE` holds the converted values and :class:`QuantizerSpec` /
+  :func:`paper_quantizer` use them.
 * **sigma vs tau.** Section 3.1 writes the *clustering* noise as ``eps_i ~ N(0, tau^2 I)``, the same
   symbol as the assignment noise ``w_i``. We read it as sigma: the paper's experiments set
   "sigma = tau", and RandDisc (Zhang & Liang), which pRD/swRD extend, uses sigma for the
@@ -46,7 +47,7 @@ Conventions (decisions documented here once, referred to everywhere)
 * **Threads.** On CPU, chunks run on ``threads`` worker threads (default: auto, up to
   ``torch.get_num_threads()`` as far as the machine has idle cores) while torch's intra-op
   parallelism is set to 1 for the duration of the call (restored after): see
-  :func:`vqdbook.kmeans._map_chunks`.
+  :func:`vqdbook.parallel.map_chunks`.
 * **Dtypes and devices.** float32 and float64 images are processed in their own dtype (half types
   in float32, the output cast back); everything runs on ``x``'s device.
 * **Gradients.** The quantizers are not differentiable (argmin, k-means); they run under
@@ -61,26 +62,22 @@ which is also how the tests compare against a per-image NumPy / scikit-learn ref
 from __future__ import annotations
 
 import math
-import numbers
+from dataclasses import dataclass, replace
 
 import torch
-
-from .validation import check_int
 import torch.nn.functional as F
 from torch import nn
 
-from .kmeans import (_cpu_intra_op_1, _first_argmin, _kmeans_core, _map_chunks, _take_rows,
-                     default_chunk_size)
+from . import paper
+from .kmeans import first_argmin, kmeans_batch, take_rows
+from .parallel import cpu_single_intra_op, default_chunk_size, map_chunks
+from .validation import check_int, check_real
 
 __all__ = [
-    "rand_disc", "prd", "swrd", "RandDisc", "PRD", "SWRD",
-    "assign", "swrd_blend",
-    "PAPER_PRESETS", "paper_quantizer", "from_paper_scale", "PAPER_SCALE",
-    "default_chunk_size", "METHOD_LABELS",
+    "rand_disc", "prd", "swrd", "RandDisc", "PRD", "SWRD", "QuantizerSpec", "paper_quantizer",
+    "assign", "swrd_blend", "fit_centers", "patch_matrix", "check_images", "check_geometry", "n_patches",
+    "KMEANS_MAX_ITER", "KMEANS_TOL", "KMEANS_INITS",
 ]
-
-#: How the book and the package's tables name the three quantizers (the paper's spelling).
-METHOD_LABELS = {"randdisc": "RandDisc", "prd": "pRD", "swrd": "swRD"}
 
 #: k-means settings of the clustering step (scikit-learn's defaults, n_init = 1).
 KMEANS_MAX_ITER = 300
@@ -98,20 +95,11 @@ _check_int = check_int
 
 
 def _check_real(value, name, *, positive=False):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    if positive and value <= 0:
-        raise ValueError(f"{name} must be > 0 (allowed range (0, inf)), got {value}")
-    if not positive and value < 0:
-        raise ValueError(f"{name} must be >= 0 (allowed range [0, inf)), got {value}")
-    return value
+    return check_real(value, name, positive=positive)
 
 
-def _check_x(x):
-    """``x`` must be a float tensor ``(B, C, H, W)``, finite, in [0, 1] (the input of eqs. (1)-(4))."""
+def check_images(x):
+    """Raise unless ``x`` is a float tensor ``(B, C, H, W)``, finite, in [0, 1] (the input of eqs. (1)-(4))."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}")
     if x.dim() != 4:
@@ -145,7 +133,7 @@ def _check_common(s, k, sigma, tau, beta=None):
     return s, k, sigma, tau, beta
 
 
-def _n_patches(H, W, s, mode):
+def n_patches(H, W, s, mode):
     """Number of patches: ``(H-s+1)(W-s+1)`` windows (swRD, eqs. (2)-(4)) or
     ``ceil(H/s) ceil(W/s)`` padded patches (pRD, eq. (1))."""
     if mode == "swrd":
@@ -153,12 +141,13 @@ def _n_patches(H, W, s, mode):
     return -(-H // s) * -(-W // s)
 
 
-def _check_against_x(x, s, k, mode, centers):
-    """Checks of ``s``, ``k`` and ``centers`` against the images (patches of eq. (1) / eqs. (2)-(4))."""
+def check_geometry(x, s, k, mode, centers=None):
+    """Raise unless ``s``, ``k`` (and ``centers``) fit the images ``x`` (patches of eq. (1) when
+    ``mode="prd"``, windows of eqs. (2)-(4) when ``mode="swrd"``)."""
     B, C, H, W = x.shape
     if s > min(H, W):
         raise ValueError(f"s must be in [1, {min(H, W)}] (1 to min(H, W) for {H}x{W} images), got {s}")
-    n = _n_patches(H, W, s, mode)
+    n = n_patches(H, W, s, mode)
     if k > n:
         raise ValueError(f"k must be in [1, {n}] (1 to the number of patches of {H}x{W} images "
                          f"with s={s}), got {k}")
@@ -186,14 +175,17 @@ def _noisy(P, std, generator):
     return out.mul_(std).add_(P)
 
 
-def _fit_centers(P, k, sigma, generator, init="k-means++", max_iter=KMEANS_MAX_ITER):
+def fit_centers(P, k, sigma, generator=None, init="k-means++", max_iter=KMEANS_MAX_ITER):
     """Codebook of each image: k-means of the noisy patches ``P + sigma * N(0, I)``.
 
-    ``P`` is the patch matrix ``(B, n, d)``. The clustering noise is the ``eps_i`` of Section 3.1
-    (read as sigma, see the module docstring), added before clustering, ahead of eq. (1).
+    ``P`` is the patch matrix ``(B, n, d)`` (:func:`patch_matrix`). The clustering noise is the
+    ``eps_i`` of Section 3.1 (read as sigma, see the module docstring), added before clustering,
+    ahead of eq. (1). Returns the raw centres ``(B, k, d)``. Runs on the calling thread in one piece:
+    the quantizers and :func:`vqdbook.kl.sample_centers` call it inside chunks of
+    :func:`vqdbook.parallel.map_chunks`.
     """
     X = _noisy(P, sigma, generator)
-    centers, _, _ = _kmeans_core(X.contiguous(), k, init=init, generator=generator,
+    centers, _, _ = kmeans_batch(X.contiguous(), k, init=init, generator=generator,
                                  max_iter=max_iter, tol=KMEANS_TOL)
     return centers
 
@@ -217,7 +209,7 @@ def assign(P: torch.Tensor, centers: torch.Tensor, tau: float, generator=None) -
     centers = centers.to(P.dtype)
     c_sq = (centers * centers).sum(2)
     D = torch.baddbmm(c_sq[:, :, None], centers, Y.transpose(1, 2), alpha=-2.0)   # (B, k, n)
-    return _first_argmin(D, torch.amin(D, dim=1))
+    return first_argmin(D, torch.amin(D, dim=1))
 
 
 def _window_max(score: torch.Tensor, s: int) -> torch.Tensor:
@@ -262,7 +254,7 @@ def swrd_blend(P: torch.Tensor, labels: torch.Tensor, centers: torch.Tensor, siz
     ss = s * s
     C = d // ss
     Hs, Ws = H - s + 1, W - s + 1
-    Q = _take_rows(centers.to(P.dtype).contiguous(), labels)                 # (B, L, d): p_hat
+    Q = take_rows(centers.to(P.dtype).contiguous(), labels)                 # (B, L, d): p_hat
     diff = P - Q
     score = torch.linalg.vecdot(diff, diff).mul_(-beta).view(B, Hs, Ws)     # eq. (2)
     if s == 1:  # every pixel is covered by one window: x_hat = p_hat
@@ -308,18 +300,42 @@ def _pad_to_multiple(x, s):
     return x
 
 
-def _prd_chunk(x, s, k, sigma, tau, generator, centers, init="k-means++", max_iter=KMEANS_MAX_ITER):
-    """pRD (RandDisc for ``s = 1``) of one chunk: padding, patches, codebook, eq. (1), crop, clamp."""
+def patch_matrix(x: torch.Tensor, s: int, mode: str) -> torch.Tensor:
+    """The patches the quantizers cluster, as a matrix ``(B, n, C*s*s)`` in unfold order.
+
+    ``mode="prd"``: the ``ceil(H/s) ceil(W/s)`` non-overlapping ``s x s`` patches of eq. (1),
+    zero-padded at the bottom / right (Section 3.1; RandDisc is ``s = 1``: pixels), in row-major
+    order. ``mode="swrd"``: all ``(H-s+1)(W-s+1)`` stride-1 windows of eqs. (2)-(4).
+
+    Examples::
+
+        >>> import torch
+        >>> from vqdbook.quantizers import patch_matrix
+        >>> x = torch.rand(2, 3, 32, 32)
+        >>> patch_matrix(x, 2, "prd").shape, patch_matrix(x, 4, "swrd").shape
+        (torch.Size([2, 256, 12]), torch.Size([2, 841, 48]))
+    """
+    if mode == "swrd":
+        return _windows(x, s)
+    if mode != "prd":
+        raise ValueError(f"mode must be 'prd' (non-overlapping patches) or 'swrd' (sliding windows); got {mode!r}")
     B, C, H, W = x.shape
     xp = _pad_to_multiple(x, s)
     Hp, Wp = xp.shape[-2:]
     nh, nw = Hp // s, Wp // s
-    d = C * s * s
-    P = xp.reshape(B, C, nh, s, nw, s).permute(0, 2, 4, 1, 3, 5).reshape(B, nh * nw, d)
+    return xp.reshape(B, C, nh, s, nw, s).permute(0, 2, 4, 1, 3, 5).reshape(B, nh * nw, C * s * s)
+
+
+def _prd_chunk(x, s, k, sigma, tau, generator, centers, init="k-means++", max_iter=KMEANS_MAX_ITER):
+    """pRD (RandDisc for ``s = 1``) of one chunk: padding, patches, codebook, eq. (1), crop, clamp."""
+    B, C, H, W = x.shape
+    P = patch_matrix(x, s, "prd")
+    Hp, Wp = -(-H // s) * s, -(-W // s) * s
+    nh, nw = Hp // s, Wp // s
     if centers is None:
-        centers = _fit_centers(P, k, sigma, generator, init, max_iter)
+        centers = fit_centers(P, k, sigma, generator, init, max_iter)
     labels = assign(P, centers, tau, generator)
-    Q = _take_rows(centers.to(x.dtype).contiguous(), labels)                     # (B, n, d)
+    Q = take_rows(centers.to(x.dtype).contiguous(), labels)                     # (B, n, d)
     out = Q.view(B, nh, nw, C, s, s).permute(0, 3, 1, 4, 2, 5).reshape(B, C, Hp, Wp)
     return out[:, :, :H, :W].clamp(0.0, 1.0), centers
 
@@ -329,7 +345,7 @@ def _swrd_chunk(x, s, k, sigma, tau, beta, generator, centers, init="k-means++",
     B, C, H, W = x.shape
     P = _windows(x, s)                                                       # (B, L, d)
     if centers is None:
-        centers = _fit_centers(P, k, sigma, generator, init, max_iter)
+        centers = fit_centers(P, k, sigma, generator, init, max_iter)
     labels = assign(P, centers, tau, generator)
     out = swrd_blend(P, labels, centers, (H, W), s, beta)
     return out.clamp_(0.0, 1.0), centers
@@ -337,7 +353,7 @@ def _swrd_chunk(x, s, k, sigma, tau, beta, generator, centers, init="k-means++",
 
 def _run_chunks(fn, x, centers, chunk_size, return_centers, k, d, generator, threads, n_patches):
     """Apply ``fn(x_chunk, centers_chunk, chunk_generator)`` to chunks of the batch
-    (:func:`vqdbook.kmeans._map_chunks`: one generator per chunk, worker threads on CPU)."""
+    (:func:`vqdbook.parallel.map_chunks`: one generator per chunk, worker threads on CPU)."""
     B = x.shape[0]
     if threads is not None:
         threads = _check_int(threads, "threads", 1, None)
@@ -354,7 +370,7 @@ def _run_chunks(fn, x, centers, chunk_size, return_centers, k, d, generator, thr
     if x.dtype not in (torch.float32, torch.float64):   # half types: compute in float32
         x = x.float()
     cen_in = None if centers is None else centers.detach()
-    results = _map_chunks(lambda a, b, g: fn(x[a:b], None if cen_in is None else cen_in[a:b], g),
+    results = map_chunks(lambda a, b, g: fn(x[a:b], None if cen_in is None else cen_in[a:b], g),
                           B, cs, generator, x.device, threads)
     outs = [r[0] for r in results]
     cents = [r[1] for r in results]
@@ -399,7 +415,7 @@ def rand_disc(x: torch.Tensor, k: int, sigma: float, tau: float, generator: torc
                chunk_size=chunk_size, threads=threads, init=init, max_iter=max_iter)
 
 
-@_cpu_intra_op_1
+@cpu_single_intra_op
 def prd(x: torch.Tensor, s: int, k: int, sigma: float, tau: float, generator: torch.Generator | None = None,
         *, centers: torch.Tensor | None = None, return_centers: bool = False,
         chunk_size: int | None = None, threads: int | None = None, init: str = "k-means++",
@@ -425,18 +441,18 @@ def prd(x: torch.Tensor, s: int, k: int, sigma: float, tau: float, generator: to
 
     Returns ``x_hat`` (B, C, H, W) clamped to [0, 1], or ``(x_hat, centers (B, k, C*s*s))``.
     """
-    _check_x(x)
+    check_images(x)
     s, k, sigma, tau, _ = _check_common(s, k, sigma, tau)
     _check_generator(generator)
-    _check_against_x(x, s, k, "prd", centers)
+    check_geometry(x, s, k, "prd", centers)
     init, max_iter = _check_kmeans(init, max_iter)
     d = x.shape[1] * s * s
-    n = _n_patches(x.shape[2], x.shape[3], s, "prd")
+    n = n_patches(x.shape[2], x.shape[3], s, "prd")
     return _run_chunks(lambda xc, cc, g: _prd_chunk(xc, s, k, sigma, tau, g, cc, init, max_iter),
                        x, centers, chunk_size, return_centers, k, d, generator, threads, n)
 
 
-@_cpu_intra_op_1
+@cpu_single_intra_op
 def swrd(x: torch.Tensor, s: int, k: int, sigma: float, tau: float, beta: float,
          generator: torch.Generator | None = None, *, centers: torch.Tensor | None = None,
          return_centers: bool = False, chunk_size: int | None = None, threads: int | None = None,
@@ -462,13 +478,13 @@ def swrd(x: torch.Tensor, s: int, k: int, sigma: float, tau: float, beta: float,
 
     Returns ``x_hat`` (B, C, H, W) clamped to [0, 1], or ``(x_hat, centers (B, k, C*s*s))``.
     """
-    _check_x(x)
+    check_images(x)
     s, k, sigma, tau, beta = _check_common(s, k, sigma, tau, beta)
     _check_generator(generator)
-    _check_against_x(x, s, k, "swrd", centers)
+    check_geometry(x, s, k, "swrd", centers)
     init, max_iter = _check_kmeans(init, max_iter)
     d = x.shape[1] * s * s
-    n = _n_patches(x.shape[2], x.shape[3], s, "swrd")
+    n = n_patches(x.shape[2], x.shape[3], s, "swrd")
     return _run_chunks(lambda xc, cc, g: _swrd_chunk(xc, s, k, sigma, tau, beta, g, cc, init, max_iter),
                        x, centers, chunk_size, return_centers, k, d, generator, threads, n)
 
@@ -570,95 +586,193 @@ class SWRD(_Quantizer):
 
 
 # --------------------------------------------------------------------------------------------
-# the paper's settings
+# one description of a quantizer
 # --------------------------------------------------------------------------------------------
 
-#: How the paper quotes sigma, tau, eps and beta for each dataset (Section 4.1).
-PAPER_SCALE = {"mnist": "[0,1]", "cifar10": "0-255", "svhn": "0-255"}
+_ALIASES = {**{m: m for m in paper.QUANTIZERS}, **{v.lower(): m for m, v in paper.METHOD_LABELS.items()},
+            "rd": "randdisc"}
+_FUNCTIONS = {"randdisc": lambda x, q, g, **kw: rand_disc(x, q.k, q.sigma, q.tau, g, **kw),
+              "prd": lambda x, q, g, **kw: prd(x, q.s, q.k, q.sigma, q.tau, g, **kw),
+              "swrd": lambda x, q, g, **kw: swrd(x, q.s, q.k, q.sigma, q.tau, q.beta, g, **kw)}
 
 
-def from_paper_scale(*, sigma=None, tau=None, eps=None, beta=None, scale: str = "0-255") -> dict:
-    """Convert the paper's hyperparameters to the [0, 1] image scale used by this package.
+@dataclass(frozen=True)
+class QuantizerSpec:
+    """One quantizer, described once: method, patch size, codebook size, noise, blend, k-means options.
 
-    On the 0-255 scale (the paper's CIFAR-10 and SVHN numbers) noise levels and attack radii are
-    divided by 255 (``sigma, tau, eps -> v / 255``), while beta -- which multiplies the *squared*
-    patch distance in eq. (2) -- is multiplied by ``255**2`` (``beta -> beta * 255**2``), so that
-    ``beta * ||p - p_hat||^2`` is unchanged. With ``scale="[0,1]"`` (the paper's MNIST numbers)
-    values are returned unchanged. ``scale`` may also be a dataset name (``"mnist"``,
-    ``"cifar10"``, ``"svhn"``), looked up in :data:`PAPER_SCALE`.
+    The single place where a method name becomes a quantizer: :meth:`build` (the ``nn.Module``),
+    :meth:`__call__` (the functional form), :attr:`name` / :attr:`label` (the paper's spelling),
+    :meth:`params` / :meth:`from_params` (the form stored in records) and :meth:`paper` (the
+    paper's settings for a dataset, Section 4.1). All values are on the [0, 1] scale.
 
-    Returns a dict with the converted values of the arguments that were given, e.g.
-    ``from_paper_scale(sigma=4, beta=0.1) == {"sigma": 4/255, "beta": 6502.5}``.
+    Fields: ``method`` in ``("randdisc", "prd", "swrd")`` (the paper's spellings and ``"rd"`` are
+    accepted); ``s`` patch / window size (1 for RandDisc, which quantizes pixels); ``k`` codebook
+    size; ``sigma`` clustering noise; ``tau`` assignment noise (eq. (1)); ``beta`` the eq. (2)
+    coefficient (swRD only, ``None`` otherwise); ``init`` and ``max_iter`` of the k-means step.
+
+    Examples::
+
+        >>> from vqdbook.quantizers import QuantizerSpec
+        >>> q = QuantizerSpec.paper("cifar10", "swrd", s=4, k=25)
+        >>> q.label, round(q.beta, 1)
+        ('swRD (s=4, k=25)', 6502.5)
+        >>> QuantizerSpec.from_params(q.params()) == q
+        True
+        >>> q.build()
+        SWRD(s=4, k=25, sigma=0.0156863, tau=0.0156863, beta=6502.5)
     """
-    scale = PAPER_SCALE.get(scale, scale)
-    if scale not in ("0-255", "[0,1]"):
-        raise ValueError(f"scale must be '0-255', '[0,1]' or one of {sorted(PAPER_SCALE)}, got {scale!r}")
-    f = 255.0 if scale == "0-255" else 1.0
-    out = {}
-    for name, v in (("sigma", sigma), ("tau", tau), ("eps", eps)):
-        if v is not None:
-            out[name] = _check_real(v, name) / f
-    if beta is not None:
-        out["beta"] = _check_real(beta, "beta", positive=True) * f * f
-    return out
 
+    method: str
+    s: int
+    k: int
+    sigma: float
+    tau: float
+    beta: float | None = None
+    init: str = "k-means++"
+    max_iter: int = KMEANS_MAX_ITER
 
-#: The paper's settings (Section 4.1, Tables 1-3) converted to the [0, 1] scale. ``default``
-#: is the first row of each table (``tables`` lists every (s, k) the paper reports).
-PAPER_PRESETS: dict[str, dict] = {
-    "mnist": {
-        "sigma": 4 / 255, "tau": 4 / 255,         # paper: sigma = tau = 4/255 (quoted on [0, 1])
-        "beta": 1.0,                             # paper: beta = 1 (quoted on [0, 1])
-        "default": {"randdisc": {"k": 2}, "prd": {"s": 2, "k": 2}, "swrd": {"s": 2, "k": 2}},
-        "tables": {"randdisc": [(1, 2)], "prd": [(2, 2)], "swrd": [(2, 2)]},   # Table 1
-    },
-    "cifar10": {
-        "sigma": 4 / 255, "tau": 4 / 255,         # paper: sigma = tau = 4 (0-255 scale)
-        "beta": 0.1 * 255 ** 2,                  # paper: beta = 0.1 (0-255 scale) -> 6502.5
-        "default": {"randdisc": {"k": 10}, "prd": {"s": 2, "k": 10}, "swrd": {"s": 3, "k": 25}},
-        "tables": {"randdisc": [(1, 10), (1, 20), (1, 25)], "prd": [(2, 10), (2, 20)],
-                   "swrd": [(3, 25), (4, 25)]},                                  # Table 2
-    },
-    "svhn": {
-        "sigma": 4 / 255, "tau": 4 / 255,         # paper: sigma = tau = 4 (0-255 scale)
-        "beta": 0.5 * 255 ** 2,                  # paper: beta = 0.5 (0-255 scale) -> 32512.5
-        "default": {"randdisc": {"k": 2}, "prd": {"s": 2, "k": 2}, "swrd": {"s": 4, "k": 2}},
-        "tables": {"randdisc": [(1, 2), (1, 4), (1, 8)], "prd": [(2, 2), (3, 4), (4, 8)],
-                   "swrd": [(4, 2), (4, 4), (4, 8)]},                             # Table 3
-    },
-}
+    def __post_init__(self):
+        method = self.canonical(self.method)
+        s = _check_int(self.s, "s", 1)
+        if method == "randdisc" and s != 1:
+            raise ValueError(f"s must be 1 for RandDisc (pixel-level), got {s}")
+        _, k, sigma, tau, _ = _check_common(s, self.k, self.sigma, self.tau)
+        if method == "swrd":
+            if self.beta is None:
+                raise ValueError("beta is required for swRD (eq. (2)); see vqdbook.paper.NOISE for the paper's")
+            beta = _check_real(self.beta, "beta", positive=True)
+        else:
+            if self.beta is not None:
+                raise ValueError(f"beta is only used by swRD (eq. (2)); pass beta=None for {method!r}")
+            beta = None
+        init, max_iter = _check_kmeans(self.init, self.max_iter)
+        for name, v in (("method", method), ("s", s), ("k", k), ("sigma", sigma), ("tau", tau), ("beta", beta),
+                        ("init", init), ("max_iter", max_iter)):
+            object.__setattr__(self, name, v)
 
-_METHODS = {"randdisc": "randdisc", "rd": "randdisc", "prd": "prd", "swrd": "swrd"}
+    # ---- names
+    @staticmethod
+    def canonical(method: str) -> str:
+        """The package's key for a method name: ``"pRD"`` or ``"prd"`` -> ``"prd"``, ``"rd"`` -> ``"randdisc"``."""
+        if not isinstance(method, str) or method.lower() not in _ALIASES:
+            raise ValueError(f"method must be one of {paper.QUANTIZERS} (or the paper's spelling "
+                             f"{tuple(paper.METHOD_LABELS.values())}); got {method!r}")
+        return _ALIASES[method.lower()]
+
+    @property
+    def name(self) -> str:
+        """The paper's spelling: ``"RandDisc"``, ``"pRD"`` or ``"swRD"``."""
+        return paper.METHOD_LABELS[self.method]
+
+    @property
+    def label(self) -> str:
+        """The method with its (s, k), as tables and legends show it: ``"swRD (s=4, k=25)"``."""
+        return f"{self.name} (s={self.s}, k={self.k})"
+
+    @property
+    def mode(self) -> str:
+        """The patch geometry: ``"swrd"`` (sliding windows) or ``"prd"`` (non-overlapping; RandDisc's pixels)."""
+        return "swrd" if self.method == "swrd" else "prd"
+
+    # ---- construction
+    @classmethod
+    def paper(cls, dataset: str, method: str, s: int | None = None, k: int | None = None,
+              **overrides) -> QuantizerSpec:
+        """The paper's settings for ``dataset`` (Section 4.1, :data:`vqdbook.paper.NOISE`).
+
+        ``s`` and ``k`` default to the first row of ``method`` in the dataset's table;
+        ``overrides`` may replace ``sigma``, ``tau``, ``beta`` (on [0, 1]), ``init`` or ``max_iter``.
+        """
+        name = dataset.lower().replace("-", "") if isinstance(dataset, str) else getattr(dataset, "name", dataset)
+        if name not in paper.NOISE:
+            raise ValueError(f"dataset must be one of {sorted(paper.NOISE)}, got {dataset!r}")
+        bad = set(overrides) - {"sigma", "tau", "beta", "init", "max_iter"}
+        if bad:
+            raise TypeError(f"unexpected keyword argument(s) {sorted(bad)}; allowed: sigma, tau, beta, init, max_iter")
+        m = cls.canonical(method)
+        s0, k0 = paper.default_sk(name, m)
+        if m == "randdisc":
+            if s not in (None, 1):
+                raise ValueError(f"s must be 1 for RandDisc (pixel-level), got {s!r}")
+            s = 1
+        noise = paper.NOISE[name]
+        fields = {"sigma": noise["sigma"], "tau": noise["tau"], "beta": noise["beta"] if m == "swrd" else None,
+                  **overrides}
+        return cls(m, s0 if s is None else s, k0 if k is None else k, **fields)
+
+    def replace(self, **changes) -> QuantizerSpec:
+        """A copy with some fields changed (validated again)."""
+        return replace(self, **changes)
+
+    # ---- the record form
+    def params(self) -> dict:
+        """The form stored in records: ``method, s, k, sigma, tau`` (+ ``beta`` for swRD, + ``init`` /
+        ``max_iter`` only when they differ from the defaults, so the paper's protocol keeps its keys)."""
+        d = {"method": self.method, "s": self.s, "k": self.k, "sigma": self.sigma, "tau": self.tau}
+        if self.method == "swrd":
+            d["beta"] = self.beta
+        if self.init != "k-means++":
+            d["init"] = self.init
+        if self.max_iter != KMEANS_MAX_ITER:
+            d["max_iter"] = self.max_iter
+        return d
+
+    @classmethod
+    def from_params(cls, params: dict) -> QuantizerSpec | None:
+        """Inverse of :meth:`params`; ``None`` for the record form of no defense, ``{"method": "none"}``."""
+        if not isinstance(params, dict) or "method" not in params:
+            raise TypeError(f"params must be a dict with a 'method' key, got {params!r}")
+        if params["method"] == "none":
+            return None
+        allowed = {"method", "s", "k", "sigma", "tau", "beta", "init", "max_iter"}
+        bad = set(params) - allowed
+        if bad:
+            raise ValueError(f"unknown quantizer parameter(s) {sorted(bad)}; allowed: {sorted(allowed)}")
+        return cls(**params)
+
+    # ---- use
+    def build(self, *, generator: torch.Generator | None = None, chunk_size: int | None = None) -> nn.Module:
+        """The ``nn.Module``: :class:`RandDisc`, :class:`PRD` or :class:`SWRD`."""
+        km = dict(generator=generator, chunk_size=chunk_size, init=self.init, max_iter=self.max_iter)
+        if self.method == "randdisc":
+            return RandDisc(self.k, self.sigma, self.tau, **km)
+        if self.method == "prd":
+            return PRD(self.s, self.k, self.sigma, self.tau, **km)
+        return SWRD(self.s, self.k, self.sigma, self.tau, self.beta, **km)
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None, **kwargs):
+        """The functional form on a batch ``(B, C, H, W)`` (:func:`rand_disc`, :func:`prd` or :func:`swrd`);
+        ``kwargs`` (``centers``, ``return_centers``, ``chunk_size``, ``threads``) are passed on."""
+        return _FUNCTIONS[self.method](x, self, generator, init=self.init, max_iter=self.max_iter, **kwargs)
+
+    def patches(self, x: torch.Tensor) -> torch.Tensor:
+        """The patch matrix ``(B, n, C*s*s)`` this quantizer clusters (:func:`patch_matrix`)."""
+        return patch_matrix(x, self.s, self.mode)
+
+    def check(self, x: torch.Tensor) -> None:
+        """Raise unless ``x`` is a valid image batch and ``s``, ``k`` fit its size."""
+        check_images(x)
+        check_geometry(x, self.s, self.k, self.mode)
 
 
 def paper_quantizer(dataset: str, method: str, s: int | None = None, k: int | None = None, *,
-                    generator: torch.Generator | None = None, **overrides) -> nn.Module:
+                    generator: torch.Generator | None = None, chunk_size: int | None = None,
+                    **overrides) -> nn.Module:
     """A quantizer module with the paper's settings for ``dataset``, on the [0, 1] scale.
 
     ``method`` is ``"randdisc"`` (eq. (1), s = 1), ``"prd"`` (eq. (1)) or ``"swrd"`` (eqs. (2)-(4));
-    ``s`` and ``k`` default to the first row of the paper's table for that dataset (see
-    :data:`PAPER_PRESETS`); ``overrides`` may replace ``sigma``, ``tau`` or ``beta`` (already on
-    the [0, 1] scale; use :func:`from_paper_scale` to convert the paper's numbers).
+    ``s`` and ``k`` default to the first row of the paper's table for that dataset; ``overrides``
+    may replace ``sigma``, ``tau`` or ``beta`` (already on the [0, 1] scale; use
+    :func:`vqdbook.paper.from_paper_scale` to convert the paper's numbers). See
+    :meth:`QuantizerSpec.paper`.
+
+    Examples::
+
+        >>> import torch
+        >>> from vqdbook import paper_quantizer
+        >>> q = paper_quantizer("cifar10", "swrd", s=4, k=25, generator=torch.Generator().manual_seed(0))
+        >>> x = torch.rand(2, 3, 32, 32)
+        >>> q(x).shape
+        torch.Size([2, 3, 32, 32])
     """
-    if not isinstance(dataset, str) or dataset.lower() not in PAPER_PRESETS:
-        raise ValueError(f"dataset must be one of {sorted(PAPER_PRESETS)}, got {dataset!r}")
-    if not isinstance(method, str) or method.lower() not in _METHODS:
-        raise ValueError(f"method must be one of 'randdisc', 'prd', 'swrd', got {method!r}")
-    bad = set(overrides) - {"sigma", "tau", "beta", "chunk_size"}
-    if bad:
-        raise TypeError(f"unexpected keyword argument(s) {sorted(bad)}; allowed: sigma, tau, beta, chunk_size")
-    p = PAPER_PRESETS[dataset.lower()]
-    m = _METHODS[method.lower()]
-    dflt = p["default"][m]
-    k = dflt["k"] if k is None else k
-    sigma = overrides.get("sigma", p["sigma"])
-    tau = overrides.get("tau", p["tau"])
-    chunk = overrides.get("chunk_size")
-    if m == "randdisc":
-        if s not in (None, 1):
-            raise ValueError(f"s must be 1 for RandDisc (pixel-level), got {s!r}")
-        return RandDisc(k, sigma, tau, generator=generator, chunk_size=chunk)
-    s = dflt["s"] if s is None else s
-    if m == "prd":
-        return PRD(s, k, sigma, tau, generator=generator, chunk_size=chunk)
-    return SWRD(s, k, sigma, tau, overrides.get("beta", p["beta"]), generator=generator, chunk_size=chunk)
+    return QuantizerSpec.paper(dataset, method, s, k, **overrides).build(generator=generator, chunk_size=chunk_size)

@@ -21,6 +21,9 @@ from typing import Callable
 from . import PROJECT_ROOT
 from .provenance import provenance
 
+__all__ = ["RESULTS_DIR", "CorruptRecordWarning", "params_key", "record_path", "write_record", "load_record",
+           "load_records", "load_or_run"]
+
 RESULTS_DIR = PROJECT_ROOT / "data" / "results"
 
 

@@ -22,8 +22,19 @@ import torch.nn.functional as F
 
 from . import PROJECT_ROOT
 from .data import load_dataset, spec
-from .models import WEIGHTS_DIR, accuracy, build_model, card_path, load_pretrained, model_stem, save_weights, weights_path
+from .models import (
+    WEIGHTS_DIR,
+    accuracy,
+    build_model,
+    card_path,
+    load_pretrained,
+    model_stem,
+    save_weights,
+    weights_path,
+)
 from .provenance import provenance
+
+__all__ = ["train", "augment_batch", "ADV_METHODS", "ADV_DEFAULTS", "DEFAULTS", "CHECKPOINT_DIR"]
 
 CHECKPOINT_DIR = PROJECT_ROOT / "data" / "checkpoints"
 
@@ -183,7 +194,8 @@ def train(dataset: str, arch: str, *, epochs: int | None = None, batch_size: int
     if grad_clip is not None and (isinstance(grad_clip, bool) or not isinstance(grad_clip, (int, float))
                                   or not math.isfinite(grad_clip) or grad_clip <= 0):
         raise ValueError(f"grad_clip must be a finite number > 0 or None; got {grad_clip!r}")
-    cfg.update(method=method, adv=adv, precision=precision, dataset=ds.name, arch=arch, momentum=momentum, seed=seed, n_train=n_train, variant=variant,
+    cfg.update(method=method, adv=adv, precision=precision, dataset=ds.name, arch=arch, momentum=momentum, seed=seed,
+               n_train=n_train, variant=variant,
                transform=None if transform is None else repr(transform))
     if grad_clip is not None:   # only when set, so the configs of earlier checkpoints still match
         cfg["grad_clip"] = float(grad_clip)

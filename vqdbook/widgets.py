@@ -7,7 +7,10 @@ import io
 
 import numpy as np
 
-from .quantizers import METHOD_LABELS  # the explorers' method names
+from . import paper
+
+__all__ = ["quantizer_explorer", "denoising_explorer", "kl_explorer", "quantize_one", "quantization_figure",
+           "center_tiles"]
 
 
 def _png(fig) -> bytes:
@@ -17,6 +20,12 @@ def _png(fig) -> bytes:
     fig.savefig(buf, format="png", bbox_inches="tight", dpi=90)
     plt.close(fig)
     return buf.getvalue()
+
+
+def _eps_description(name: str) -> str:
+    """The ε slider's label, in the paper's units for the dataset: "ε" (MNIST) or "ε (/255)"."""
+    suffix = paper.eps_unit_suffix(name)
+    return f"ε ({suffix})" if suffix else "ε"
 
 
 def center_tiles(centers, channels: int, s: int):
@@ -55,24 +64,13 @@ def quantization_figure(x, x_hat, centers, s: int, title: str = ""):
     return fig
 
 
-def quantize_one(x, method: str, s: int, k: int, sigma: float, tau: float, beta: float, seed: int = 0):
-    """Quantize one image (C,H,W) → (x_hat (C,H,W), centres (k, C*s*s)); seeded."""
+def quantize_one(x, quantizer, seed: int = 0):
+    """Quantize one image (C,H,W) with a :class:`vqdbook.quantizers.QuantizerSpec` →
+    (x_hat (C,H,W), centres (k, C*s*s)); seeded."""
     import torch
 
-    from . import quantizers as q
-
-    g = torch.Generator().manual_seed(seed)
-    xb = x.unsqueeze(0)
-    if method == "randdisc":
-        out, c = q.rand_disc(xb, k, sigma, tau, g, return_centers=True)
-        s = 1
-    elif method == "prd":
-        out, c = q.prd(xb, s, k, sigma, tau, g, return_centers=True)
-    elif method == "swrd":
-        out, c = q.swrd(xb, s, k, sigma, tau, beta, g, return_centers=True)
-    else:
-        raise ValueError(f"method must be one of {sorted(METHOD_LABELS)}; got {method!r}")
-    return out[0], c[0], s
+    out, c = quantizer(x.unsqueeze(0), torch.Generator().manual_seed(seed), return_centers=True)
+    return out[0], c[0]
 
 
 def quantizer_explorer(dataset: str = "cifar10", index: int = 0, method: str = "swrd", s: int = 2, k: int = 10,
@@ -86,7 +84,7 @@ def quantizer_explorer(dataset: str = "cifar10", index: int = 0, method: str = "
     import ipywidgets as W
 
     from .data import load_dataset
-    from .quantizers import PAPER_PRESETS
+    from .quantizers import QuantizerSpec
 
     cache = {}
 
@@ -95,11 +93,11 @@ def quantizer_explorer(dataset: str = "cifar10", index: int = 0, method: str = "
             cache[name] = load_dataset(name, "test", n=n_images)
         return cache[name]
 
-    beta = PAPER_PRESETS[dataset]["beta"] if beta is None else beta
+    beta = paper.NOISE[dataset]["beta"] if beta is None else beta
     style = {"description_width": "90px"}
-    w_data = W.Dropdown(options=["mnist", "cifar10"], value=dataset, description="dataset", style=style)
+    w_data = W.Dropdown(options=list(paper.FIG6), value=dataset, description="dataset", style=style)
     w_index = W.IntSlider(value=index, min=0, max=n_images - 1, description="image", style=style)
-    w_method = W.ToggleButtons(options=[(v, key) for key, v in METHOD_LABELS.items()], value=method,
+    w_method = W.ToggleButtons(options=[(v, key) for key, v in paper.METHOD_LABELS.items()], value=method,
                                description="method", style=style)
     w_s = W.IntSlider(value=s, min=1, max=6, description="s (window)", style=style)
     w_k = W.IntSlider(value=k, min=1, max=40, description="k (centres)", style=style)
@@ -120,12 +118,15 @@ def quantizer_explorer(dataset: str = "cifar10", index: int = 0, method: str = "
         w_s.disabled = m == "randdisc"
         w_beta.disabled = m != "swrd"
         try:
-            x_hat, centers, s_used = quantize_one(xi, m, w_s.value, w_k.value, w_sigma.value / 255,
-                                                  w_tau.value / 255, w_beta.value, w_seed.value)
+            q = QuantizerSpec(m, 1 if m == "randdisc" else w_s.value, w_k.value, w_sigma.value / 255,
+                              w_tau.value / 255, w_beta.value if m == "swrd" else None)
+            q.check(xi[None])
+            x_hat, centers = quantize_one(xi, q, w_seed.value)
         except (ValueError, TypeError) as err:
             status.value = f"<span style='color:#b00'>{err}</span>"
             return
-        title = (f"{METHOD_LABELS[m]}: s={s_used}, k={w_k.value}, σ={w_sigma.value:g}/255, "
+        s_used = q.s
+        title = (f"{q.name}: s={s_used}, k={w_k.value}, σ={w_sigma.value:g}/255, "
                  f"τ={w_tau.value:g}/255" + (f", β={w_beta.value:.3g}" if m == "swrd" else ""))
         img.value = _png(quantization_figure(xi, x_hat, centers, s_used, title))
         mse = (x_hat - xi).pow(2).mean().item()
@@ -150,19 +151,19 @@ def denoising_explorer(dataset: str = "mnist", index: int = 0, eps: float | None
     import ipywidgets as W
 
     from .data import load_dataset, spec
-    from .experiments import FIG7, denoising_examples
+    from .experiments.figures import denoising_examples
     from .models import load_pretrained
     from .plots import figure7
 
     name = spec(dataset).name
-    cfg = {**FIG7[name], **{key: v for key, v in dict(eps=eps, s=s, k=k).items() if v is not None}}
-    unit = 1.0 if name == "mnist" else 255.0
+    cfg = {**paper.FIG7[name], **{key: v for key, v in dict(eps=eps, s=s, k=k).items() if v is not None}}
+    unit = paper.UNITS[name]
     x_all, y_all = load_dataset(name, "test", n=n_images)
     net = load_pretrained(name)
     style = {"description_width": "90px"}
     w_index = W.IntSlider(value=index, min=0, max=n_images - 1, description="image", style=style)
     w_eps = W.FloatSlider(value=cfg["eps"] * unit, min=0, max=0.4 if unit == 1 else 32,
-                          step=0.01 if unit == 1 else 1, description="ε" + ("" if unit == 1 else " (/255)"), style=style)
+                          step=0.01 if unit == 1 else 1, description=_eps_description(name), style=style)
     w_s = W.IntSlider(value=cfg["s"], min=1, max=6, description="s", style=style)
     w_k = W.IntSlider(value=cfg["k"], min=1, max=40, description="k", style=style)
     img = W.Image(format="png")
@@ -201,19 +202,20 @@ def kl_explorer(dataset: str = "mnist", index: int = 0, eps: float | None = None
     from . import kl
     from .attacks import paper_pgd
     from .data import load_dataset, spec
+    from .experiments.fig6 import kl_quantizer
     from .models import load_pretrained
 
     name = spec(dataset).name
-    st = kl.FIG6_SETTINGS[name]
-    unit = 1.0 if name == "mnist" else 255.0
-    eps = (0.32 if name == "mnist" else 16 / 255) if eps is None else eps
+    k_gmm = paper.FIG6[name]["k_gmm"]
+    unit = paper.UNITS[name]
+    eps = max(paper.FIG6[name]["eps"]) if eps is None else eps
     x_all, y_all = load_dataset(name, "test", n=n_images)
     net = load_pretrained(name)
     style = {"description_width": "90px"}
     w_index = W.IntSlider(value=index, min=0, max=n_images - 1, description="image", style=style)
     w_eps = W.FloatSlider(value=eps * unit, min=0, max=0.4 if unit == 1 else 32, step=0.01 if unit == 1 else 1,
-                          description="ε" + ("" if unit == 1 else " (/255)"), style=style)
-    w_method = W.ToggleButtons(options=[(v, key) for key, v in METHOD_LABELS.items()], value=method,
+                          description=_eps_description(name), style=style)
+    w_method = W.ToggleButtons(options=[(v, key) for key, v in paper.METHOD_LABELS.items()], value=method,
                                description="method", style=style)
     img = W.Image(format="png")
     status = W.HTML()
@@ -225,11 +227,10 @@ def kl_explorer(dataset: str = "mnist", index: int = 0, eps: float | None = None
         i, m = w_index.value, w_method.value
         xi, yi = x_all[i:i + 1], y_all[i:i + 1]
         x_adv = paper_pgd(net, name, w_eps.value / unit, generator=torch.Generator().manual_seed(seed))(xi, yi)
-        s = 1 if m == "randdisc" else st["s"]
-        p = kl.sample_center_vectors(xi[0], m, s, st["k"], st["sigma"], n_samples, torch.Generator().manual_seed(seed))
-        q = kl.sample_center_vectors(x_adv[0], m, s, st["k"], st["sigma"], n_samples,
-                                     torch.Generator().manual_seed(seed))
-        value = kl.kl_gmm(p, q, st["k_gmm"], n_mc=20000, seed=seed)
+        quantizer = kl_quantizer(name, m)
+        p = kl.sample_center_vectors(xi[0], quantizer, n_samples, torch.Generator().manual_seed(seed))
+        q = kl.sample_center_vectors(x_adv[0], quantizer, n_samples, torch.Generator().manual_seed(seed))
+        value = kl.kl_gmm(p, q, k_gmm, seed=seed)
         both = torch.cat([p, q]).double()
         mean = both.mean(0)
         _, _, v = torch.linalg.svd(both - mean, full_matrices=False)
@@ -240,10 +241,10 @@ def kl_explorer(dataset: str = "mnist", index: int = 0, eps: float | None = None
         ax.set_xlabel("PC 1")
         ax.set_ylabel("PC 2")
         ax.legend(fontsize=8, markerscale=3)
-        ax.set_title(f"{METHOD_LABELS[m]}, ε = {w_eps.value:g}{'' if unit == 1 else '/255'}: KL ≈ {value:.1f}",
+        ax.set_title(f"{quantizer.name}, ε = {w_eps.value:g}{paper.eps_unit_suffix(name)}: KL ≈ {value:.1f}",
                      fontsize=9)
         img.value = _png(fig)
-        status.value = f"{n_samples} samples per cloud, k_gmm = {st['k_gmm']} · update {time.time() - t0:.1f} s"
+        status.value = f"{n_samples} samples per cloud, k_gmm = {k_gmm} · update {time.time() - t0:.1f} s"
 
     for w in (w_index, w_eps, w_method):
         w.observe(update, names="value")
