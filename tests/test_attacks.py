@@ -113,8 +113,11 @@ def test_bpda_gives_identity_gradient_and_warnings():
     xr = x.clone().requires_grad_(True)
     st(xr).sum().backward()
     assert xr.grad is not None and xr.grad.abs().sum() > 0
-    with pytest.warns(RandomizedDefenseWarning):
-        PGD(st, eps=0.1, steps=2, eot_samples=2)(x, y)
+    with pytest.warns(RandomizedDefenseWarning):            # randomized, attacked without EOT
+        PGD(st, eps=0.1, steps=2)(x, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RandomizedDefenseWarning)
+        PGD(st, eps=0.1, steps=2, eot_samples=2)(x, y)       # with EOT: no warning
 
 
 def test_defended_mirrors_mode_and_attack_keeps_net_in_eval(mnist):
@@ -160,7 +163,7 @@ def test_chunk_size_changes_speed_not_the_attack(mnist):
 
 @pytest.mark.parametrize("kwargs,exc,match", [
     (dict(eps=-0.1), ValueError, "eps"), (dict(eps=2.0), ValueError, "eps"),
-    (dict(steps=0), ValueError, "steps"), (dict(steps=2.5), ValueError, "steps"),
+    (dict(steps=0), ValueError, "steps"), (dict(steps=2.5), TypeError, "steps"),
     (dict(alpha=-1.0), ValueError, "alpha"), (dict(eot_samples=0), ValueError, "eot_samples"),
     (dict(chunk_size=0), ValueError, "chunk_size"), (dict(chunk_size=True), TypeError, "chunk_size"),
     (dict(restarts=0), ValueError, "restarts"), (dict(restarts=2, random_start=False), ValueError, "restarts"),

@@ -74,7 +74,8 @@ from .parallel import cpu_single_intra_op, default_chunk_size, map_chunks
 from .validation import check_int, check_real
 
 __all__ = [
-    "rand_disc", "prd", "swrd", "RandDisc", "PRD", "SWRD", "QuantizerSpec", "paper_quantizer",
+    "rand_disc", "prd", "swrd", "bit_depth", "RandDisc", "PRD", "SWRD", "BitDepth", "QuantizerSpec",
+    "paper_quantizer", "METHODS", "METHOD_NAMES",
     "assign", "swrd_blend", "fit_centers", "patch_matrix", "check_images", "check_geometry", "n_patches",
     "KMEANS_MAX_ITER", "KMEANS_TOL", "KMEANS_INITS",
 ]
@@ -586,14 +587,64 @@ class SWRD(_Quantizer):
 
 
 # --------------------------------------------------------------------------------------------
+# the simplest quantizer: bit-depth reduction (a baseline, not the paper's)
+# --------------------------------------------------------------------------------------------
+
+def bit_depth(x: torch.Tensor, k: int, *, return_centers: bool = False, **_):
+    """Bit-depth reduction (Feature Squeezing, Xu et al. 2018): every pixel rounded to the nearest of
+    ``k`` evenly spaced levels ``{0, 1/(k-1), ..., 1}`` (``k = 2``: 1 bit, binarization at 1/2).
+
+    Deterministic and per pixel: the fixed-codebook, noise-free limit of RandDisc. Returns ``x_hat``
+    like ``x`` (and, with ``return_centers``, the levels as ``(B, k, C)`` centres).
+    """
+    check_images(x)
+    k = _check_int(k, "k", 2)
+    with torch.no_grad():
+        out = torch.round(x * (k - 1)) / (k - 1)
+    if not return_centers:
+        return out
+    levels = torch.linspace(0, 1, k, dtype=x.dtype, device=x.device)
+    return out, levels[None, :, None].expand(x.shape[0], k, x.shape[1]).contiguous()
+
+
+class BitDepth(nn.Module):
+    """Bit-depth reduction to ``k`` levels per channel (:func:`bit_depth`; ``k = 2**bits``).
+
+    Examples::
+
+        >>> import torch
+        >>> from vqdbook.quantizers import BitDepth
+        >>> BitDepth(2)(torch.tensor([[[[0.2, 0.5, 0.7]]]]))
+        tensor([[[[0., 0., 1.]]]])
+    """
+
+    def __init__(self, k: int):
+        super().__init__()
+        self.k = _check_int(k, "k", 2)
+        self.last_centers = None
+
+    def forward(self, x):
+        return bit_depth(x, self.k)
+
+    def extra_repr(self):
+        return f"k={self.k}"
+
+
+# --------------------------------------------------------------------------------------------
 # one description of a quantizer
 # --------------------------------------------------------------------------------------------
 
-_ALIASES = {**{m: m for m in paper.QUANTIZERS}, **{v.lower(): m for m, v in paper.METHOD_LABELS.items()},
-            "rd": "randdisc"}
+#: Every method a :class:`QuantizerSpec` can describe, with its name: the paper's three and, as the
+#: simplest baseline a reviewer would ask about, bit-depth reduction (Feature Squeezing, Xu et al.
+#: 2018), which rounds every pixel to one of ``k`` evenly spaced levels (1 bit: ``k = 2``).
+METHOD_NAMES = {**paper.METHOD_LABELS, "bitdepth": "bit depth"}
+METHODS = tuple(METHOD_NAMES)
+_ALIASES = {**{m: m for m in METHODS}, **{v.lower(): m for m, v in paper.METHOD_LABELS.items()},
+            "rd": "randdisc", "bit depth": "bitdepth"}
 _FUNCTIONS = {"randdisc": lambda x, q, g, **kw: rand_disc(x, q.k, q.sigma, q.tau, g, **kw),
               "prd": lambda x, q, g, **kw: prd(x, q.s, q.k, q.sigma, q.tau, g, **kw),
-              "swrd": lambda x, q, g, **kw: swrd(x, q.s, q.k, q.sigma, q.tau, q.beta, g, **kw)}
+              "swrd": lambda x, q, g, **kw: swrd(x, q.s, q.k, q.sigma, q.tau, q.beta, g, **kw),
+              "bitdepth": lambda x, q, g, **kw: bit_depth(x, q.k, **kw)}
 
 
 @dataclass(frozen=True)
@@ -634,8 +685,12 @@ class QuantizerSpec:
     def __post_init__(self):
         method = self.canonical(self.method)
         s = _check_int(self.s, "s", 1)
-        if method == "randdisc" and s != 1:
-            raise ValueError(f"s must be 1 for RandDisc (pixel-level), got {s}")
+        if method in ("randdisc", "bitdepth") and s != 1:
+            raise ValueError(f"s must be 1 for {METHOD_NAMES[method]} (pixel-level), got {s}")
+        if method == "bitdepth" and (self.sigma != 0 or self.tau != 0):
+            raise ValueError("bit-depth reduction is deterministic: sigma and tau must be 0")
+        if method == "bitdepth" and _check_int(self.k, "k", 2) != self.k:
+            raise ValueError(f"k (levels) must be >= 2 for bit-depth reduction, got {self.k}")
         _, k, sigma, tau, _ = _check_common(s, self.k, self.sigma, self.tau)
         if method == "swrd":
             if self.beta is None:
@@ -655,19 +710,27 @@ class QuantizerSpec:
     def canonical(method: str) -> str:
         """The package's key for a method name: ``"pRD"`` or ``"prd"`` -> ``"prd"``, ``"rd"`` -> ``"randdisc"``."""
         if not isinstance(method, str) or method.lower() not in _ALIASES:
-            raise ValueError(f"method must be one of {paper.QUANTIZERS} (or the paper's spelling "
+            raise ValueError(f"method must be one of {METHODS} (or the paper's spelling "
                              f"{tuple(paper.METHOD_LABELS.values())}); got {method!r}")
         return _ALIASES[method.lower()]
 
     @property
     def name(self) -> str:
-        """The paper's spelling: ``"RandDisc"``, ``"pRD"`` or ``"swRD"``."""
-        return paper.METHOD_LABELS[self.method]
+        """The paper's spelling: ``"RandDisc"``, ``"pRD"`` or ``"swRD"`` (``"bit depth"`` for the baseline)."""
+        return METHOD_NAMES[self.method]
 
     @property
     def label(self) -> str:
-        """The method with its (s, k), as tables and legends show it: ``"swRD (s=4, k=25)"``."""
+        """The method with its (s, k), as tables and legends show it: ``"swRD (s=4, k=25)"``, ``"1-bit"``."""
+        if self.method == "bitdepth":
+            bits = math.log2(self.k)
+            return f"{bits:g}-bit" if bits == int(bits) else f"{self.k} levels"
         return f"{self.name} (s={self.s}, k={self.k})"
+
+    @classmethod
+    def bitdepth(cls, bits: int = 1) -> QuantizerSpec:
+        """Bit-depth reduction to ``bits`` bits per channel (Xu et al. 2018): ``k = 2**bits`` levels."""
+        return cls("bitdepth", 1, 2 ** _check_int(bits, "bits", 1, 16), 0.0, 0.0)
 
     @property
     def mode(self) -> str:
@@ -734,6 +797,8 @@ class QuantizerSpec:
     def build(self, *, generator: torch.Generator | None = None, chunk_size: int | None = None) -> nn.Module:
         """The ``nn.Module``: :class:`RandDisc`, :class:`PRD` or :class:`SWRD`."""
         km = dict(generator=generator, chunk_size=chunk_size, init=self.init, max_iter=self.max_iter)
+        if self.method == "bitdepth":
+            return BitDepth(self.k)
         if self.method == "randdisc":
             return RandDisc(self.k, self.sigma, self.tau, **km)
         if self.method == "prd":
@@ -741,8 +806,11 @@ class QuantizerSpec:
         return SWRD(self.s, self.k, self.sigma, self.tau, self.beta, **km)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None, **kwargs):
-        """The functional form on a batch ``(B, C, H, W)`` (:func:`rand_disc`, :func:`prd` or :func:`swrd`);
-        ``kwargs`` (``centers``, ``return_centers``, ``chunk_size``, ``threads``) are passed on."""
+        """The functional form on a batch ``(B, C, H, W)`` (:func:`rand_disc`, :func:`prd`, :func:`swrd`
+        or :func:`bit_depth`); ``kwargs`` (``centers``, ``return_centers``, ``chunk_size``,
+        ``threads``) are passed on."""
+        if self.method == "bitdepth":
+            return _FUNCTIONS[self.method](x, self, generator, **kwargs)
         return _FUNCTIONS[self.method](x, self, generator, init=self.init, max_iter=self.max_iter, **kwargs)
 
     def patches(self, x: torch.Tensor) -> torch.Tensor:

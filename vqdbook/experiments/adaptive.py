@@ -1,0 +1,307 @@
+"""Do the defenses survive an attacker who knows them? Adaptive attacks on f∘Q, as ``adaptive`` records.
+
+Each record is one (dataset, classifier, defense, ε, attack with its budget, n images): the
+attack of :class:`vqdbook.attacks.AttackSpec` is run on the first ``n`` stratified test images and
+the defended classifier f(Q(x′)) is scored with one fresh draw of Q (as the paper's tables score
+it). The record keeps, per image, whether the defense still classified it correctly
+(``correct_bits``), so :func:`adaptive_frame` can take the worst case over attacks **per image**, as
+AutoAttack scores: an image counts as robust only if every attack run on it failed.
+
+Threat models (the attack's ``threat``): ``oblivious`` is the paper's (PGD on the undefended f,
+then f(Q(x′))); ``adaptive`` attacks f∘Q itself: straight-through gradients through Q (BPDA), EOT
+over Q's randomness, or Square's gradient-free queries on the defended model with votes.
+
+The defenses (:func:`defense_rows`): the undefended f, the adversarially trained f (Fast AdvT),
+bit-depth reduction (Feature Squeezing's setting: 1 bit on MNIST, 5 bits on CIFAR-10) and the
+quantizer rows of the paper's Tables 1 and 2.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from .. import paper
+from ..attacks import AttackSpec
+from ..data import load_dataset, spec
+from ..metrics import wilson_interval
+from ..models import DEFAULT_ARCH
+from ..quantizers import QuantizerSpec
+from ..results import load_or_run, load_record, load_records
+from ..validation import check_int
+from .adversarial import NO_DEFENSE, classifier, model_available
+
+__all__ = ["BITDEPTH", "EPS_READINGS", "attack_suite", "attack_key", "defense_rows", "adaptive_params",
+           "run_adaptive", "adaptive_record", "run_adaptive_grid", "adaptive_frame", "worst_case",
+           "convergence_frame", "eps_on_pixels"]
+
+#: Bit depth of the Feature Squeezing baseline per dataset (Xu et al. 2018's settings).
+BITDEPTH = {"mnist": 1, "cifar10": 5}
+#: How ε is read: on [0, 1] pixels (the paper's stated protocol) or on normalized inputs (x − μ)/σ,
+#: the reading under which chapter 3 reproduces the paper's Table 1 (ε·σ on pixels).
+EPS_READINGS = ("pixels", "normalized")
+
+
+def eps_on_pixels(dataset: str, eps: float, reading: str = "pixels") -> float:
+    """The L∞ radius on [0, 1] pixels of ``eps`` read as ``reading`` (normalized: ``eps`` times the mean channel σ)."""
+    if reading not in EPS_READINGS:
+        raise ValueError(f"reading must be one of {EPS_READINGS}; got {reading!r}")
+    if reading == "pixels":
+        return float(eps)
+    std = spec(dataset).std
+    return float(eps) * sum(std) / len(std)
+
+
+def attack_suite(dataset: str, steps: int | None = None, eot: int | None = None, queries: int | None = None,
+                 votes: int | None = None) -> dict[str, AttackSpec]:
+    """The attacks run on every cell, by key: the paper's oblivious PGD, straight-through PGD at the
+    paper's budget without EOT, APGD-CE and APGD-DLR with BPDA and EOT, and Square with votes.
+
+    Budgets default to :data:`BUDGET` (chosen where the convergence study stops falling).
+    """
+    name = spec(dataset).name
+    b = BUDGET[name]
+    steps, eot = steps or b["steps"], eot or b["eot"]
+    queries, votes = queries or b["queries"], votes or b["votes"]
+    pgd = paper.PGD[name]
+    return {
+        "oblivious-pgd": AttackSpec("pgd", "oblivious", steps=pgd["steps"], alpha_over_eps=pgd["alpha_over_eps"]),
+        "bpda-pgd": AttackSpec("pgd", "adaptive", steps=pgd["steps"], alpha_over_eps=pgd["alpha_over_eps"]),
+        "bpda-eot-apgd-ce": AttackSpec("apgd", "adaptive", steps=steps, eot=eot, loss="ce"),
+        "bpda-eot-apgd-dlr": AttackSpec("apgd", "adaptive", steps=steps, eot=eot, loss="dlr"),
+        "square": AttackSpec("square", "adaptive", steps=queries, votes=votes),
+    }
+
+
+#: Default budgets of the adaptive attacks per dataset (steps × EOT draws; Square's queries × votes).
+BUDGET = {"mnist": {"steps": 200, "eot": 8, "queries": 1000, "votes": 4},
+          "cifar10": {"steps": 100, "eot": 8, "queries": 500, "votes": 4}}
+
+
+def attack_key(a: AttackSpec) -> str:
+    """The name of an attack in frames: ``oblivious-pgd``, ``bpda-pgd``, ``bpda-eot-pgd``,
+    ``bpda-eot-apgd-ce``, ``bpda-apgd-dlr``, ``square``, ..."""
+    if a.threat == "oblivious":
+        return f"oblivious-{a.kind}" if a.kind != "apgd" else f"oblivious-apgd-{a.loss}"
+    if a.kind == "square":
+        return "square"
+    eot = "-eot" if a.eot > 1 else ""
+    return f"bpda{eot}-pgd" if a.kind == "pgd" else f"bpda{eot}-apgd-{a.loss}"
+
+
+def defense_rows(dataset: str) -> list[dict]:
+    """The defenses of the chapter for ``dataset``: ``method`` (``none``, ``fastat``, ``bitdepth``,
+    ``randdisc``, ``prd``, ``swrd``), ``variant`` (the classifier's weights) and ``defense`` (record form)."""
+    name = spec(dataset).name
+    if name not in BITDEPTH:
+        raise ValueError(f"dataset must be one of {sorted(BITDEPTH)}; got {dataset!r}")
+    rows = [{"method": "none", "variant": None, "defense": NO_DEFENSE},
+            {"method": "fastat", "variant": "fastat", "defense": NO_DEFENSE},
+            {"method": "bitdepth", "variant": None, "defense": QuantizerSpec.bitdepth(BITDEPTH[name]).params()}]
+    for label, s, k, _ in paper.TABLES[paper.TABLE_DATASETS[name]][2]:
+        if label in paper.METHOD_LABELS.values():
+            q = QuantizerSpec.paper(name, label, s, k)
+            rows.append({"method": q.method, "variant": None, "defense": q.params()})
+    return [r for r in rows if model_available(name, r["variant"])]
+
+
+def adaptive_params(dataset: str, defense: dict, eps: float, attack: AttackSpec, n: int, seed: int = 0,
+                    variant: str | None = None, eps_reading: str = "pixels", arch: str | None = None) -> dict:
+    """The record key of one cell under one attack."""
+    name = spec(dataset).name
+    if eps_reading not in EPS_READINGS:
+        raise ValueError(f"eps_reading must be one of {EPS_READINGS}; got {eps_reading!r}")
+    QuantizerSpec.from_params(defense)   # validates
+    return {"dataset": name, "arch": arch or DEFAULT_ARCH[name], "variant": variant, "defense": defense,
+            "eps": round(float(eps), 8), "eps_reading": eps_reading, "n": check_int(n, "n", 1),
+            "seed": check_int(seed, "seed", 0), "attack": attack.params(), "eval_votes": 1}
+
+
+def run_adaptive(dataset, arch, variant, defense, eps, eps_reading, n, seed, attack, eval_votes=1, *,
+                 device: str = "cpu", batch_size: int = 250, progress: bool = False) -> dict:
+    """Attack the first ``n`` stratified test images of one cell and score the defended classifier.
+
+    The attacked model is f for an oblivious attack, ``Defended(f, Q, bpda=True)`` for an adaptive
+    gradient attack (EOT draws inside the attack), and ``Defended(f, Q)`` for Square (its votes
+    inside the attack). Scoring: f(Q(x′)) with ``eval_votes`` fresh draws of Q (1: one draw, as the
+    tables). Returns the per-image ``correct_bits`` ("1" robust, "0" not), the accuracy and its
+    95% Wilson interval, the seconds spent, and (gradient attacks) how many images the attack itself
+    saw misclassified.
+    """
+    from tqdm.auto import tqdm
+
+    from ..defense import Defended
+
+    a = AttackSpec.from_params(attack)
+    x, y = load_dataset(dataset, "test", n, seed=seed)
+    net = classifier(dataset, arch, variant, device).eval()
+    q = QuantizerSpec.from_params(defense)
+    quantizer = None if q is None else q.build()
+    if a.threat == "oblivious" or quantizer is None:
+        target = net
+    else:
+        target = Defended(net, quantizer, bpda=a.kind != "square")
+    scorer = net if quantizer is None else Defended(net, quantizer, votes=eval_votes)
+    radius = eps_on_pixels(dataset, eps, eps_reading)
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed + 2)                       # the quantizer's draws inside the attack
+    t0 = time.time()
+    x_adv, queries = [], []
+    for i in tqdm(range(0, n, batch_size), desc=f"{attack_key(a)} {dataset} eps={eps:.4g}", disable=not progress,
+                  leave=False):
+        atk = a.build(target, radius, generator=gen, check=False)
+        x_adv.append(atk(x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)).cpu())
+        if hasattr(atk, "last_queries"):
+            queries.append(atk.last_queries.float().cpu())
+    x_adv = torch.cat(x_adv)
+    t_attack = time.time() - t0
+    if float((x_adv - x).abs().max()) > radius + 1e-5:
+        raise RuntimeError("the attack left the ε-ball")   # a bug, never a result
+    torch.manual_seed(seed + 1)                       # the quantizer's draws when scoring (as the tables)
+    t0 = time.time()
+    with torch.no_grad():
+        pred = torch.cat([scorer(x_adv[i:i + batch_size].to(device)).argmax(1).cpu() for i in range(0, n, batch_size)])
+    ok = (pred == y)
+    correct = int(ok.sum())
+    lo, hi = wilson_interval(correct, n)
+    out = {"correct_bits": "".join("1" if b else "0" for b in ok.tolist()), "correct": correct, "n": n,
+           "accuracy": correct / n, "ci95": [lo, hi], "radius_pixels": radius,
+           "seconds_attack": round(t_attack, 3), "seconds_eval": round(time.time() - t0, 3)}
+    if queries:
+        out["mean_queries"] = float(torch.cat(queries).mean())
+    return out
+
+
+def adaptive_record(dataset: str, defense: dict, eps: float, attack: AttackSpec, n: int, seed: int = 0, *,
+                    variant: str | None = None, eps_reading: str = "pixels", device: str = "cpu",
+                    batch_size: int = 250, progress: bool = False, load_only: bool = False) -> dict | None:
+    """Load the record of one cell under one attack, or run :func:`run_adaptive` and store it."""
+    params = adaptive_params(dataset, defense, eps, attack, n, seed, variant, eps_reading)
+    if load_only:
+        return load_record("adaptive", params)
+    return load_or_run("adaptive", params, lambda **p: run_adaptive(**p, device=device, batch_size=batch_size,
+                                                                      progress=progress), device=device)
+
+
+def run_adaptive_grid(dataset: str, eps_list=None, n: int = 500, *, attacks=None, methods=None,
+                      eps_reading: str = "pixels", seed: int = 0, device: str = "cpu", progress: bool = True,
+                      budget: dict | None = None) -> list[dict]:
+    """Every defense of :func:`defense_rows` (or those in ``methods``) at every ε (default: the paper's
+    table radii > 0, read as ``eps_reading``) under every attack of :func:`attack_suite` (or the keys in
+    ``attacks``); records are computed or loaded. Oblivious and straight-through attacks make no sense
+    without a quantizer and are skipped for ``none``/``fastat``, where only the gradient attacks run."""
+    from tqdm.auto import tqdm
+
+    name = spec(dataset).name
+    table = paper.TABLE_DATASETS[name]
+    if eps_list is None:
+        eps_list = [e / paper.UNITS[name] for e in paper.TABLES[table][1] if e > 0]
+    suite = attack_suite(name, **(budget or {}))
+    keys = list(suite) if attacks is None else list(attacks)
+    unknown = set(keys) - set(suite)
+    if unknown:
+        raise ValueError(f"attacks must be keys of attack_suite: {sorted(suite)}; got {sorted(unknown)}")
+    rows = [r for r in defense_rows(name) if methods is None or r["method"] in methods]
+    jobs = []
+    for eps in eps_list:
+        for r in rows:
+            for key in keys:
+                if r["defense"]["method"] == "none" and key in ("oblivious-pgd", "bpda-pgd"):
+                    continue   # without a quantizer these are plain PGD, run as part of the suite anyway
+                jobs.append((eps, r, suite[key]))
+    out = []
+    for eps, r, a in tqdm(jobs, desc=f"adaptive {name} n={n}", disable=not progress):
+        out.append(adaptive_record(name, r["defense"], eps, a, n, seed, variant=r["variant"], eps_reading=eps_reading,
+                                   device=device))
+    return out
+
+
+_BASELINE_LABELS = {"none": "no defense", **paper.BASELINE_LABELS}
+
+
+def _method(params) -> str:
+    d = params["defense"]
+    if d["method"] == "none":
+        return params["variant"] or "none"
+    return d["method"]
+
+
+def adaptive_frame(records: list[dict] | None = None, *, worst: bool = True):
+    """The adaptive records as a DataFrame, one row per record, plus (``worst=True``) one
+    ``worst-case`` row per cell: the per-image minimum over every attack run on it at the same n.
+
+    Columns: ``dataset, method`` (``none``, ``fastat``, ``bitdepth``, ``randdisc``, ``prd``,
+    ``swrd``), ``s, k, label, eps`` (on [0, 1], as read), ``eps_reading, eps_pixels, attack``
+    (:func:`attack_key`, or ``worst-case``), ``threat, steps, eot, votes, n, accuracy, ci_lo,
+    ci_hi`` and ``attacks`` (for worst-case rows, how many attacks it is the minimum over).
+    """
+    import pandas as pd
+
+    records = load_records("adaptive") if records is None else records
+    rows = []
+    for rec in records:
+        p, r = rec["params"], rec["result"]
+        a = AttackSpec.from_params(p["attack"])
+        q = QuantizerSpec.from_params(p["defense"])
+        rows.append({"dataset": p["dataset"], "method": _method(p), "s": q.s if q else None, "k": q.k if q else None,
+                     "label": q.label if q else _BASELINE_LABELS.get(_method(p), _method(p)),
+                     "eps": p["eps"], "eps_reading": p["eps_reading"], "eps_pixels": r["radius_pixels"],
+                     "attack": attack_key(a), "threat": a.threat, "kind": a.kind, "loss": a.loss, "steps": a.steps,
+                     "eot": a.eot, "votes": a.votes,
+                     "n": p["n"], "seed": p["seed"], "accuracy": r["accuracy"], "ci_lo": r["ci95"][0],
+                     "ci_hi": r["ci95"][1], "attacks": 1, "_bits": r["correct_bits"],
+                     "_defense": repr(sorted(p["defense"].items())), "_variant": p["variant"]})
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    if worst:
+        frame = pd.concat([frame, worst_case(frame)], ignore_index=True)
+    frame[["s", "k"]] = frame[["s", "k"]].astype("Int64")
+    return frame.drop(columns=["_bits", "_defense", "_variant"]).sort_values(
+        ["dataset", "method", "s", "k", "eps_reading", "eps", "n", "attack"]).reset_index(drop=True)
+
+
+def worst_case(frame):
+    """Per cell (dataset, classifier, defense, ε, reading, n, seed): an image is robust only if it
+    survived every attack in ``frame`` (its ``_bits``); one ``worst-case`` row per cell. Attacks at
+    other budgets of the same kind count too: every attack that was run is part of the worst case."""
+    import pandas as pd
+
+    keys = ["dataset", "_variant", "_defense", "eps", "eps_reading", "n", "seed"]
+    out = []
+    for _, grp in frame.groupby(keys, dropna=False, sort=False):
+        bits = [b for b in grp["_bits"]]
+        n = len(bits[0])
+        robust = [all(b[i] == "1" for b in bits) for i in range(n)]
+        correct = sum(robust)
+        lo, hi = wilson_interval(correct, n)
+        first = grp.iloc[0]
+        out.append({**{c: first[c] for c in ("dataset", "method", "s", "k", "label", "eps", "eps_reading",
+                                               "eps_pixels", "n", "seed", "_defense", "_variant")},
+                    "attack": "worst-case", "threat": "adaptive", "kind": None, "loss": None, "steps": None,
+                    "eot": None, "votes": None,
+                    "accuracy": correct / n, "ci_lo": lo, "ci_hi": hi, "attacks": len(bits),
+                    "_bits": "".join("1" if r else "0" for r in robust)})
+    return pd.DataFrame(out)
+
+
+def convergence_frame(records: list[dict] | None = None):
+    """Accuracy against the attack budget: the rows of :func:`adaptive_frame` (no worst case) of the
+    cells that were run at several budgets of one attack (same threat, kind and loss), with a
+    ``varies`` column saying which budget changes along the curve (``steps``, ``eot`` or ``votes``)."""
+    frame = adaptive_frame(records, worst=False)
+    if frame.empty:
+        return frame
+    cell = ["dataset", "method", "s", "k", "eps", "eps_reading", "n", "threat", "kind", "loss"]
+    parts = []
+    for _, grp in frame.groupby(cell, dropna=False, sort=False):
+        for budget, other in (("steps", ["eot", "votes"]), ("eot", ["steps"]), ("votes", ["steps"])):
+            for _, g in grp.groupby(other, dropna=False, sort=False):
+                if g[budget].nunique() > 1:
+                    parts.append(g.assign(varies=budget).sort_values(budget))
+    if not parts:
+        return frame.iloc[0:0].assign(varies=[])
+    import pandas as pd
+
+    return pd.concat(parts, ignore_index=True)
