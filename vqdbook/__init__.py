@@ -26,7 +26,7 @@ from pathlib import Path
 _LAZY = {
     "RandDisc": "quantizers", "PRD": "quantizers", "SWRD": "quantizers", "QuantizerSpec": "quantizers",
     "paper_quantizer": "quantizers", "PGD": "attacks", "paper_pgd": "attacks", "Defended": "defense",
-    "load_dataset": "data", "load_pretrained": "models",
+    "load_dataset": "data", "load_pretrained": "models", "Square": "square",
 }
 
 __all__ = ["__version__", "setup", "PROJECT_ROOT", *_LAZY]
