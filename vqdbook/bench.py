@@ -37,6 +37,7 @@ from .parallel import default_chunk_size
 from .quantizers import QuantizerSpec, n_patches
 
 __all__ = ["CONFIGS", "TARGETS", "BENCHMARKS", "run_bench_quantizers", "run_bench_table1", "bench_center_sampling",
+           "run_bench_eot", "EOT_TARGET_RATIO",
            "record_benchmark", "baseline_quantize", "format_table", "quantizer_config"]
 
 #: name -> (dataset, method, s, k); sigma, tau and beta are the paper's for the dataset.
@@ -54,13 +55,13 @@ def quantizer_config(name: str) -> tuple[str, QuantizerSpec]:
     dataset, method, s, k = CONFIGS[name]
     return dataset, QuantizerSpec.paper(dataset, method, s, k)
 
-#: The issue's targets on 2 CPU cores: minimum ratio to the baseline, minimum absolute img/s.
+#: The package's speed targets on 2 CPU cores: minimum ratio to the baseline, minimum absolute img/s.
 TARGETS: dict[str, dict] = {
     "swrd_cifar_s4_k25": {"min_ratio": 4.0, "min_img_s": 775.0},
     "swrd_mnist_s2_k2": {"min_ratio": 10.0},
     "prd_cifar_s4_k25": {"min_ratio": 20.0},
 }
-#: Table 1 quick mode (``vqdbook bench table1``): the issue's target wall time on 2 CPU cores.
+#: Table 1 quick mode (``vqdbook bench table1``): the target wall time on 2 CPU cores.
 TABLE1_TARGET_S = 300.0
 
 
@@ -265,7 +266,7 @@ def run_bench_table1(n: int = 1000, seed: int = 0, device: str = "cpu", progress
     Adversarial examples go to a temporary folder (nothing cached is reused, no record is
     touched), so the time is what a fresh machine spends. Reports the seconds spent attacking
     (PGD40 on f, once per ε) and quantizing + classifying (every row at every ε), and their shares.
-    The issue's target is :data:`TABLE1_TARGET_S`; this measures, it does not assert.
+    The target is :data:`TABLE1_TARGET_S`; this measures, it does not assert.
     """
     import tempfile
 
@@ -327,6 +328,54 @@ def bench_center_sampling(n_samples: int = 10_000, cases=None, repeats: int = 1,
     return out
 
 
+def run_bench_eot(n_images: int = 64, draws: int = 16, repeats: int = 3, seed: int = 0,
+                  config: str = "swrd_cifar_s4_k25") -> dict:
+    """Cost of one EOT attack step with ``draws`` draws against ``draws`` single-draw steps.
+
+    The adaptive attack's gradient (:func:`vqdbook.attacks.eot_gradient`) on ``Defended(f, Q,
+    bpda=True)`` for ``n_images`` real test images, f the default classifier and Q the quantizer of
+    ``config``: once with the ``draws`` copies of each image in one batch (as :class:`~vqdbook.attacks.PGD`
+    and :class:`~vqdbook.attacks.APGD` chunk it: ``CPU_CHUNK // draws`` images per forward pass), and
+    ``draws`` times with one draw (chunks of ``CPU_CHUNK`` images). ``ratio`` = batched time /
+    (``draws`` x single-draw time); the target is at most 1.25 (no per-draw overhead). Best of ``repeats``.
+    """
+    from .attacks import CPU_CHUNK, eot_gradient
+    from .defense import Defended
+    from .experiments.adversarial import classifier
+
+    ds, q = quantizer_config(config)
+    x = _load(ds, n_images)
+    from .data import load_dataset
+
+    _, y = load_dataset(ds, "test", n_images)
+    torch.manual_seed(seed)
+    model = Defended(classifier(ds), q.build(), bpda=True)
+
+    def batched():
+        c = max(1, CPU_CHUNK // draws)
+        for i in range(0, n_images, c):
+            eot_gradient(model, x[i:i + c], y[i:i + c], draws)
+
+    def single():
+        for _ in range(draws):
+            for i in range(0, n_images, CPU_CHUNK):
+                eot_gradient(model, x[i:i + CPU_CHUNK], y[i:i + CPU_CHUNK], 1)
+
+    load_before = list(os.getloadavg())
+    batched()                                                          # warm-up
+    t_b, t_s = _time(batched, repeats), _time(single, repeats)
+    return {"benchmark": "eot", "params": {"n_images": n_images, "draws": draws, "repeats": repeats, "seed": seed,
+                                           "config": config, "threads": torch.get_num_threads()},
+            "machine": _machine(), "load_avg_before": load_before, "load_avg_after": list(os.getloadavg()),
+            "seconds_batched": round(t_b, 3), "seconds_single_draws": round(t_s, 3), "ratio": round(t_b / t_s, 3),
+            "target_ratio": EOT_TARGET_RATIO, "meets_target": t_b / t_s <= EOT_TARGET_RATIO,
+            "img_draws_per_s": round(n_images * draws / t_b, 1)}
+
+
+#: One EOT step with m draws costs at most this many times m single-draw steps (no per-draw overhead).
+EOT_TARGET_RATIO = 1.25
+
+
 def record_benchmark(what: str, *, n: int | None = None, seed: int = 0) -> tuple[dict, Path]:
     """Run one of :data:`BENCHMARKS` and store its result as a record (kind ``bench_<what>``);
     returns ``(result, path)``. This is what ``vqdbook bench <what>`` calls."""
@@ -340,6 +389,9 @@ def record_benchmark(what: str, *, n: int | None = None, seed: int = 0) -> tuple
     elif what == "table1":
         result = run_bench_table1(n=n or 1000, seed=seed)
         params = result["params"]
+    elif what == "eot":
+        result = run_bench_eot(**({} if n is None else {"n_images": n}), seed=seed)
+        params = result["params"]
     else:
         result = bench_center_sampling()
         params = {"n_samples": result.get("n_samples")}
@@ -349,4 +401,5 @@ def record_benchmark(what: str, *, n: int | None = None, seed: int = 0) -> tuple
 #: The benchmarks ``vqdbook bench`` runs: name -> what it times.
 BENCHMARKS = {"quantizers": "the quantizers against a per-image scikit-learn pipeline (img/s, ratio)",
               "kl": "drawing 10,000 centre sets C ~ Q(C|X=x) of one image (Section 4.2)",
-              "table1": "Table 1 in quick mode from scratch (1,000 MNIST images, wall time)"}
+              "table1": "Table 1 in quick mode from scratch (1,000 MNIST images, wall time)",
+              "eot": "one adaptive attack step with 16 EOT draws as one batch vs 16 single-draw steps (swRD CIFAR-10)"}

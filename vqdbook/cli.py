@@ -76,6 +76,18 @@ def _cmd_run(a):
         runner = fig6.run_fig6 if a.what == "fig6" else certified.run_certified
         for dataset in a.datasets or tuple(paper.FIG6):
             runner(dataset, n_images=a.n or fig6.N_IMAGES, n_samples=a.samples, seed=a.seed, n_mc=a.mc)
+    elif a.what == "adaptive":
+        from .experiments import adaptive
+
+        budget = {k: getattr(a, k) for k in ("steps", "eot", "queries", "votes") if getattr(a, k) is not None}
+        for dataset in a.datasets or tuple(adaptive.BITDEPTH):
+            eps = None if a.eps is None else [e / paper.UNITS[dataset] for e in a.eps]
+            adaptive.run_adaptive_grid(dataset, eps, n=a.n or adaptive.DEFAULT_N, attacks=a.attacks,
+                                       methods=a.methods, eps_reading=a.eps_reading, seed=a.seed, device=a.device,
+                                       budget=budget)
+        frame = adaptive.adaptive_frame()
+        _print_frame(frame[frame["attack"] == "worst-case"][["dataset", "label", "eps", "eps_reading", "n",
+                                                              "accuracy", "attacks"]])
     elif a.what == "variants":
         variants = tuple(a.variants or reproduction.VARIANTS)
         for table in a.tables:
@@ -93,15 +105,20 @@ def run_targets() -> dict[str, str]:
     out.update({"fig4": "Figure 4: accuracy vs s and k", "fig5": "Figure 5: accuracy vs noise",
                 "fig6": "Figure 6: KL estimates (kl records)", "fig7": "Figure 7: denoising (fig7 records)",
                 "certified": "Theorem 1's certified accuracy (certified records)",
+                "adaptive": "adaptive attacks on f∘Q (adaptive records; worst case per image)",
                 "variants": "the reproduction study"})
     return out
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__, paper
+    from . import __version__
     from .bench import BENCHMARKS
     from .data import DATASETS
+    from .experiments.adaptive import EPS_READINGS, attack_suite
     from .experiments.fig6 import N_SAMPLES
+    from .quantizers import METHODS
+
+    BASELINES = ("none", "fastat")
     from .experiments.reproduction import VARIANT_SETTINGS, VARIANTS
     from .experiments.tables import TABLE_ATTACKS
     from .kl import N_MC
@@ -165,7 +182,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="variants only: the tables of the reproduction study")
     r.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=None,
                    help="variants only: which variants (default: all)")
-    r.set_defaults(func=_cmd_run, _kl_datasets=tuple(paper.FIG6))
+    r.add_argument("--eps", type=float, nargs="+", help="adaptive: radii in the paper's units (default: the table's)")
+    r.add_argument("--eps-reading", choices=list(EPS_READINGS), default=EPS_READINGS[0],
+                   help="adaptive: ε on [0, 1] pixels (the paper's protocol) or on normalized inputs")
+    r.add_argument("--attacks", nargs="+", choices=list(attack_suite("mnist")), help="adaptive: which attacks")
+    r.add_argument("--methods", nargs="+", choices=list(METHODS) + list(BASELINES),
+                   help="adaptive: which defenses (default: all)")
+    for name, what in (("steps", "iterations of the EOT attacks"), ("eot", "EOT draws per step"),
+                       ("queries", "Square's queries"), ("votes", "Square's votes per query")):
+        r.add_argument(f"--{name}", type=int, help=f"adaptive: {what} (default: adaptive.BUDGET)")
+    r.set_defaults(func=_cmd_run)
     return p
 
 
@@ -189,13 +215,24 @@ def _refuse(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
         bad = [d for d in a.datasets if d not in paper.NOISE or d == "mnist"]
         if bad:
             p.error(f"run fig5: the noise sweep is for the 0–255 datasets (cifar10, svhn), not {', '.join(bad)}")
-    if a.what not in ("fig4", "fig5", "fig7", "fig6", "certified") and a.datasets:
-        p.error(f"run {a.what}: --datasets applies to figures, fig6 and certified only")
+    if a.what == "adaptive" and a.datasets:
+        from .experiments.adaptive import BITDEPTH
+
+        bad = [d for d in a.datasets if d not in BITDEPTH]
+        if bad:
+            p.error(f"run adaptive: runs on {', '.join(BITDEPTH)} only (the paper's Tables 1 and 2), "
+                    f"not {', '.join(bad)}")
+    if a.what not in ("fig4", "fig5", "fig7", "fig6", "certified", "adaptive") and a.datasets:
+        p.error(f"run {a.what}: --datasets applies to figures, fig6, certified and adaptive only")
+    adaptive_only = ("eps", "attacks", "methods", "steps", "eot", "queries", "votes")
+    if a.what != "adaptive" and (any(getattr(a, k) is not None for k in adaptive_only)
+                                 or a.eps_reading != "pixels"):
+        p.error(f"run {a.what}: --eps, --eps-reading, --attacks, --methods and the budgets apply to adaptive only")
     if a.attack != "pgd-oblivious" and a.what not in paper.TABLES:
         p.error(f"run {a.what}: --attack applies to the tables only")
     if a.full and a.what in ("fig6", "certified", "variants"):
         p.error(f"run {a.what}: --full applies to tables and figures; use --n")
-    for name in ("n", "samples", "mc", "batch_size"):
+    for name in ("n", "samples", "mc", "batch_size", "steps", "eot", "queries", "votes"):
         v = getattr(a, name)
         if v is not None and v < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {v}")

@@ -32,10 +32,12 @@ from ..results import load_or_run, load_record, load_records
 from ..validation import check_int
 from .adversarial import NO_DEFENSE, classifier, model_available
 
-__all__ = ["BITDEPTH", "EPS_READINGS", "attack_suite", "attack_key", "defense_rows", "adaptive_params",
-           "run_adaptive", "adaptive_record", "run_adaptive_grid", "adaptive_frame", "worst_case",
-           "convergence_frame", "eps_on_pixels"]
+__all__ = ["DEFAULT_N", "BUDGET", "BITDEPTH", "EPS_READINGS", "attack_suite", "attack_key", "defense_rows",
+           "adaptive_params", "run_adaptive", "adaptive_record", "run_adaptive_grid", "adaptive_frame", "worst_case",
+           "convergence_frame", "eps_on_pixels", "CONVERGENCE", "convergence_attacks", "run_convergence"]
 
+#: Test images per cell of ``vqdbook run adaptive`` (the chapter states the n behind every number).
+DEFAULT_N = 500
 #: Bit depth of the Feature Squeezing baseline per dataset (Xu et al. 2018's settings).
 BITDEPTH = {"mnist": 1, "cifar10": 5}
 #: How ε is read: on [0, 1] pixels (the paper's stated protocol) or on normalized inputs (x − μ)/σ,
@@ -184,7 +186,7 @@ def adaptive_record(dataset: str, defense: dict, eps: float, attack: AttackSpec,
                                                                       progress=progress), device=device)
 
 
-def run_adaptive_grid(dataset: str, eps_list=None, n: int = 500, *, attacks=None, methods=None,
+def run_adaptive_grid(dataset: str, eps_list=None, n: int = DEFAULT_N, *, attacks=None, methods=None,
                       eps_reading: str = "pixels", seed: int = 0, device: str = "cpu", progress: bool = True,
                       budget: dict | None = None) -> list[dict]:
     """Every defense of :func:`defense_rows` (or those in ``methods``) at every ε (default: the paper's
@@ -218,6 +220,36 @@ def run_adaptive_grid(dataset: str, eps_list=None, n: int = 500, *, attacks=None
 
 
 _BASELINE_LABELS = {"none": "no defense", **paper.BASELINE_LABELS}
+
+
+#: The convergence study: one cell per dataset, APGD-CE with BPDA run at growing steps (EOT fixed at
+#: the suite's) and at growing EOT draws (steps fixed). MNIST: swRD at the largest radius read on
+#: normalized inputs (where chapter 3 reproduces the paper's Table 1); CIFAR-10: swRD s=4, k=25 at 8/255.
+CONVERGENCE = {
+    "mnist": {"method": "swrd", "s": 2, "k": 2, "eps": 0.32, "eps_reading": "normalized", "n": 200,
+              "steps": (10, 25, 50, 100, 200, 400), "eot": (1, 2, 4, 8, 16, 32)},
+    "cifar10": {"method": "swrd", "s": 4, "k": 25, "eps": 8 / 255, "eps_reading": "pixels", "n": 200,
+                "steps": (10, 25, 50, 100, 200), "eot": (1, 2, 4, 8, 16, 32)},
+}
+
+
+def convergence_attacks(dataset: str) -> list[AttackSpec]:
+    """The attacks of the convergence study of ``dataset`` (:data:`CONVERGENCE`)."""
+    c, b = CONVERGENCE[spec(dataset).name], BUDGET[spec(dataset).name]
+    out = [AttackSpec("apgd", "adaptive", steps=st, eot=b["eot"]) for st in c["steps"]]
+    out += [AttackSpec("apgd", "adaptive", steps=b["steps"], eot=m) for m in c["eot"] if m != b["eot"]]
+    return out
+
+
+def run_convergence(dataset: str, *, seed: int = 0, device: str = "cpu", progress: bool = True) -> list[dict]:
+    """Run (or load) the convergence study's records for ``dataset`` (:data:`CONVERGENCE`)."""
+    from tqdm.auto import tqdm
+
+    name = spec(dataset).name
+    c = CONVERGENCE[name]
+    q = QuantizerSpec.paper(name, c["method"], c["s"], c["k"])
+    return [adaptive_record(name, q.params(), c["eps"], a, c["n"], seed, eps_reading=c["eps_reading"], device=device)
+            for a in tqdm(convergence_attacks(name), desc=f"convergence {name}", disable=not progress)]
 
 
 def _method(params) -> str:

@@ -1,0 +1,192 @@
+"""Adaptive attacks on f∘Q: batched EOT, APGD, the runner's records and the per-image worst case."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from vqdbook import Defended, paper_quantizer, results
+from vqdbook.attacks import APGD, PGD, AttackSpec, eot_gradient
+from vqdbook.checks import NotConvergedWarning, RandomizedDefenseWarning, check_convergence
+from vqdbook.data import load_dataset
+from vqdbook.experiments import adaptive
+from vqdbook.experiments.adversarial import NO_DEFENSE, classifier
+from vqdbook.metrics import wilson_interval
+from vqdbook.models import load_pretrained
+from vqdbook.quantizers import QuantizerSpec
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    x, y = load_dataset("mnist", "test", 100)
+    return load_pretrained("mnist").eval(), x, y
+
+
+@pytest.fixture
+def results_dir(tmp_path, monkeypatch):
+    monkeypatch.setattr(results, "RESULTS_DIR", tmp_path)
+    return tmp_path
+
+
+def _swrd_defended(net, seed=0, **kw):
+    return Defended(net, paper_quantizer("mnist", "swrd", s=2, k=2, generator=torch.Generator().manual_seed(seed)),
+                    **kw)
+
+
+def _acc(model, x, y):
+    with torch.no_grad():
+        return float((model(x).argmax(1) == y).float().mean())
+
+
+def test_batched_eot_has_the_distribution_of_separate_draws(mnist):
+    """The m draws of one EOT step as one B·m batch give the same gradient distribution as m
+    separate forward passes: two-sample KS tests on the gradient's projections."""
+    net, x, y = mnist
+    xb, yb = x[:4], y[:4]
+    model = _swrd_defended(net, bpda=True)
+    m, reps = 8, 40
+    u = torch.randn(xb[0].shape, generator=torch.Generator().manual_seed(1))
+    batched, looped = [], []
+    torch.manual_seed(0)
+    for _ in range(reps):
+        g, _, _ = eot_gradient(model, xb, yb, m)
+        batched.append((g * u).flatten(1).sum(1))
+        g_loop = sum(eot_gradient(model, xb, yb, 1)[0] for _ in range(m))
+        looped.append((g_loop * u).flatten(1).sum(1))
+    batched, looped = torch.stack(batched), torch.stack(looped)      # (reps, images)
+    for i in range(len(xb)):
+        p = stats.ks_2samp(batched[:, i].numpy(), looped[:, i].numpy()).pvalue
+        assert p > 0.001, (i, p)
+    # and the batched estimate is the sum of m draws: its spread is that of a sum, not of one draw
+    single = torch.stack([(eot_gradient(model, xb, yb, 1)[0] * u).flatten(1).sum(1) for _ in range(reps)])
+    assert float(batched.std(0).mean()) > 1.5 * float(single.std(0).mean())
+
+
+def test_undefended_model_adaptive_equals_plain_pgd(results_dir):
+    """Without a quantizer the adaptive runner is plain PGD on f: the same examples, the same score."""
+    a = AttackSpec("pgd", "adaptive", steps=10, alpha_over_eps=0.25)
+    p = adaptive.adaptive_params("mnist", NO_DEFENSE, 0.2, a, 60)
+    res = adaptive.run_adaptive(**p)
+    net = classifier("mnist")
+    x, y = load_dataset("mnist", "test", 60)
+    x_adv = PGD(net, eps=0.2, alpha=0.05, steps=10, generator=torch.Generator().manual_seed(0))(x, y)
+    with torch.no_grad():
+        ok = (net(x_adv).argmax(1) == y).tolist()
+    assert res["correct_bits"] == "".join("1" if b else "0" for b in ok)
+
+
+def test_every_defense_falls_at_a_large_eps(mnist):
+    """At ε = 0.5 an image can be made uniformly grey: every defense, attacked adaptively, is near 0."""
+    net, x, y = mnist
+    x, y = x[:40], y[:40]
+    torch.manual_seed(0)
+    for q in (None, QuantizerSpec.bitdepth(1), QuantizerSpec.paper("mnist", "randdisc"),
+              QuantizerSpec.paper("mnist", "prd"), QuantizerSpec.paper("mnist", "swrd")):
+        target = net if q is None else Defended(net, q.build(), bpda=True)
+        x_adv = APGD(target, eps=0.5, steps=20, eot_samples=2, generator=torch.Generator().manual_seed(0),
+                     check=False)(x, y)
+        scorer = net if q is None else Defended(net, q.build())
+        assert _acc(scorer, x_adv, y) <= 0.2, q
+
+
+def test_more_steps_and_more_draws_never_help_the_defense(mnist):
+    """On average, a larger budget does not raise accuracy (beyond sampling error)."""
+    net, x, y = mnist
+    model = _swrd_defended(net, bpda=True)
+    scorer = _swrd_defended(net, seed=5)
+    acc = {}
+    for steps, eot in ((5, 1), (20, 1), (20, 4)):
+        torch.manual_seed(1)
+        x_adv = APGD(model, eps=0.2, steps=steps, eot_samples=eot, generator=torch.Generator().manual_seed(0),
+                     check=False)(x, y)
+        acc[(steps, eot)] = _acc(scorer, x_adv, y)
+    lo, hi = wilson_interval(int(round(100 * acc[(5, 1)])), 100)
+    assert acc[(20, 1)] <= hi and acc[(20, 4)] <= hi
+    lo, hi = wilson_interval(int(round(100 * acc[(20, 1)])), 100)
+    assert acc[(20, 4)] <= hi
+
+
+def test_our_eot_pgd_agrees_with_torchattacks(mnist):
+    """Cross-check with a peer: torchattacks' EOTPGD on a straight-through Defended and our PGD with
+    batched EOT give accuracies within each other's 95% interval on one cell."""
+    torchattacks = pytest.importorskip("torchattacks")
+    net, x, y = mnist
+    model = _swrd_defended(net, bpda=True)
+    scorer = _swrd_defended(net, seed=9)
+    torch.manual_seed(0)
+    theirs = torchattacks.EOTPGD(model, eps=0.15, alpha=0.03, steps=10, eot_iter=2, random_start=True)(x, y)
+    torch.manual_seed(0)
+    ours = PGD(model, eps=0.15, alpha=0.03, steps=10, eot_samples=2, generator=torch.Generator().manual_seed(0),
+               check=False)(x, y)
+    a, b = _acc(scorer, theirs, y), _acc(scorer, ours, y)
+    lo_a, hi_a = wilson_interval(int(round(100 * a)), 100)
+    lo_b, hi_b = wilson_interval(int(round(100 * b)), 100)
+    assert lo_a <= b <= hi_a and lo_b <= a <= hi_b, (a, b)
+    assert float((ours - x).abs().max()) <= 0.15 + 1e-6
+
+
+def test_apgd_beats_or_matches_pgd_on_the_undefended_model(mnist):
+    net, x, y = mnist
+    pgd = PGD(net, eps=0.15, alpha=0.015, steps=20, generator=torch.Generator().manual_seed(0))(x, y)
+    apgd = APGD(net, eps=0.15, steps=20, generator=torch.Generator().manual_seed(0))(x, y)
+    assert _acc(net, apgd, y) <= _acc(net, pgd, y) + 0.05
+    assert float((apgd - x).abs().max()) <= 0.15 + 1e-6 and 0 <= float(apgd.min()) and float(apgd.max()) <= 1
+    assert APGD(net, steps=100).checkpoints()[:3] == [22, 41, 57]
+
+
+def test_randomized_model_without_eot_warns(mnist):
+    net, x, y = mnist
+    with pytest.warns(RandomizedDefenseWarning):
+        APGD(_swrd_defended(net, bpda=True), eps=0.1, steps=2)(x[:4], y[:4])
+
+
+def test_check_convergence():
+    with pytest.warns(NotConvergedWarning):
+        out = check_convergence([10, 20, 40], [80, 60, 30], 100)
+    assert not out["converged"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NotConvergedWarning)
+        assert check_convergence([10, 20, 40], [80, 60, 58], 100)["converged"]
+    with pytest.raises(ValueError, match="increase"):
+        check_convergence([10, 10], [1, 1], 10)
+
+
+def test_attack_spec_round_trip_and_errors():
+    for key, a in adaptive.attack_suite("cifar10").items():
+        assert AttackSpec.from_params(a.params()) == a and adaptive.attack_key(a) == key
+    with pytest.raises(ValueError, match="oblivious"):
+        AttackSpec("apgd", "oblivious", eot=4)
+    with pytest.raises(ValueError, match="kind"):
+        AttackSpec("fgsm")
+
+
+def test_frame_and_worst_case_per_image(results_dir, monkeypatch):
+    """The worst case is the per-image minimum over the attacks: an image is robust only if it
+    survived all of them, which can be lower than every single attack's accuracy."""
+    calls = []
+
+    def fake_run(**p):
+        bits = {"pgd": "1101", "apgd": "1011"}[p["attack"]["kind"]]
+        calls.append(p["attack"]["kind"])
+        c = bits.count("1")
+        lo, hi = wilson_interval(c, 4)
+        return {"correct_bits": bits, "correct": c, "n": 4, "accuracy": c / 4, "ci95": [lo, hi], "radius_pixels": 0.1,
+                "seconds_attack": 0.0, "seconds_eval": 0.0}
+
+    monkeypatch.setattr(adaptive, "run_adaptive", fake_run)
+    q = QuantizerSpec.paper("mnist", "swrd").params()
+    recs = [adaptive.adaptive_record("mnist", q, 0.1, AttackSpec("pgd", "adaptive", steps=10), 4),
+            adaptive.adaptive_record("mnist", q, 0.1, AttackSpec("apgd", "adaptive", steps=10, eot=2), 4)]
+    frame = adaptive.adaptive_frame(recs)
+    assert set(frame["attack"]) == {"bpda-pgd", "bpda-eot-apgd-ce", "worst-case"}
+    worst = frame[frame["attack"] == "worst-case"].iloc[0]
+    assert worst["accuracy"] == 0.5 and worst["attacks"] == 2 and worst["method"] == "swrd"
+    assert {"dataset", "method", "s", "k", "eps", "attack", "steps", "eot", "n", "accuracy", "ci_lo",
+            "ci_hi"} <= set(frame.columns)
+    assert adaptive.adaptive_record("mnist", q, 0.1, AttackSpec("pgd", "adaptive", steps=10), 4) == recs[0]
+    assert calls == ["pgd", "apgd"]                                  # the third call loaded the record
+    assert np.isclose(frame[frame["attack"] == "bpda-pgd"]["accuracy"].iloc[0], 0.75)
