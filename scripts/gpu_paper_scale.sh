@@ -1,5 +1,5 @@
 #!/bin/bash
-# Paper-scale runs on a lent GPU machine (how the n = 10,000 records and the MNIST MART weights
+# Paper-scale runs on a GPU (how the n = 10,000 records and the MNIST MART weights
 # under data/ were made). Nothing else in the project needs a GPU.
 #
 #   VQDBOOK_DATA=<mirror with mnist.npz, cifar10_test.npz> VQDBOOK_COMMIT=<sha> OUT=<folder> \
@@ -28,7 +28,7 @@ tests)  # the device paths of the package: k-means, the three quantizers against
 mart)   # the MNIST MART baseline of Table 1 (ε = 0.3, 5 PGD steps, β = 6; ε ramped in over 2 epochs)
   step 200 $VQ train --dataset mnist --arch mnist_cnn --method mart --variant mart --epochs ${MART_EPOCHS:-15} \
       --lr 0.01 --eps-ramp 2 --grad-clip 10 --device cuda \
-      --notes "MART (Wang et al. 2020) on a lent GPU: fp32, one-cycle SGD peak LR 0.01, eps ramped over 2 epochs, grad-norm clip 10" ;;
+      --notes "MART (Wang et al. 2020) on a GPU: fp32, one-cycle SGD peak LR 0.01, eps ramped over 2 epochs, grad-norm clip 10" ;;
 tables) # Table 1: the MART row at the chapter's n = 1,000, then both tables on the full 10,000-image test sets
   step 45 $VQ run table1 --device cuda --batch-size 1000
   step 120 $VQ run table1 --full --device cuda --batch-size 2000

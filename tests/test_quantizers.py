@@ -359,7 +359,7 @@ def test_kmeans_options_reach_the_clustering():
 
 
 # --------------------------------------------------------------------------------------------
-# the same transform on a GPU (run where one is lent; skipped elsewhere)
+# the same transform on a GPU (run where one is present; skipped elsewhere)
 # --------------------------------------------------------------------------------------------
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -8,7 +8,8 @@ import numpy as np
 from . import paper
 
 __all__ = ["to_numpy_image", "show_image", "image_grid", "confusion_matrix_plot", "patch_partition_figure",
-           "quantized_grid", "fig4_plot", "fig5_plot", "figure7", "fig6_plot", "table_curves_plot"]
+           "quantized_grid", "fig4_plot", "fig5_plot", "figure7", "fig6_plot", "table_curves_plot", "variant_plot",
+           "frame_view"]
 
 
 def to_numpy_image(x):
@@ -206,19 +207,21 @@ def fig6_plot(frame, dataset: str):
     return fig
 
 
-def table_curves_plot(frame, title: str | None = None, ncols: int = 4):
+def table_curves_plot(frame, title: str | None = None, ncols: int = 3):
     """Tables 1–3 as pictures: accuracy over ε, one panel per row of the table (method, s, k).
 
     ``frame`` is :func:`vqdbook.experiments.table_curves`. Our accuracy is a line with its 95%
     Wilson band; the paper's numbers are black crosses on the same axes. ε is in the paper's units.
     """
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
     labels = list(dict.fromkeys(frame["label"]))
     n = len(labels)
     ncols = min(ncols, n)
     nrows = -(-n // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(2.9 * ncols, 2.4 * nrows + 0.5), sharex=True, sharey=True,
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.5 * ncols, 2.1 * nrows + 0.6), sharex=True, sharey=True,
                              squeeze=False)
     dataset = frame["dataset"].iloc[0]
     for ax, label in zip(axes.flat, labels):
@@ -228,7 +231,7 @@ def table_curves_plot(frame, title: str | None = None, ncols: int = 4):
             ax.plot(ours["eps_paper"], 100 * ours["accuracy"], marker="o", ms=3, color="C0", label="ours")
             ax.fill_between(ours["eps_paper"], 100 * ours["ci_lo"], 100 * ours["ci_hi"], color="C0", alpha=0.2)
         else:
-            ax.text(0.5, 0.5, "not trained", transform=ax.transAxes, ha="center", va="center", color="0.4")
+            ax.text(0.4, 0.1, "not trained here", transform=ax.transAxes, ha="center", va="center", color="0.4")
         theirs = sub.dropna(subset=["paper"])
         if len(theirs):
             ax.plot(theirs["eps_paper"], 100 * theirs["paper"], "x", color="k", ms=5, label="paper")
@@ -236,12 +239,100 @@ def table_curves_plot(frame, title: str | None = None, ncols: int = 4):
         ax.set_ylim(-3, 103)
     for ax in axes.flat[n:]:
         ax.axis("off")
-    for ax in axes[-1]:
+    for ax in axes.flat[max(n - ncols, 0):n]:  # the lowest panel of each column carries the ε axis
         ax.set_xlabel("ε" + (f" ({paper.eps_unit_suffix(dataset)})" if paper.eps_unit_suffix(dataset) else ""))
+        ax.tick_params(labelbottom=True)
     for ax in axes[:, 0]:
         ax.set_ylabel("accuracy (%)")
-    axes.flat[0].legend(fontsize=7, loc="lower left")
+    handles = [Line2D([], [], color="C0", marker="o", ms=3, label=f"ours (n = {frame.attrs['n']:,})"
+                      if "n" in frame.attrs else "ours"),
+               Patch(color="C0", alpha=0.2, label="95% interval"),
+               Line2D([], [], color="k", marker="x", ms=5, linestyle="none", label="paper")]
+    h = fig.get_figheight()
+    top = 1.0
+    if title:  # the title on the first line, the legend on the next, both above the panels
+        fig.suptitle(title, fontsize=10, x=0.01, y=1 - 0.05 / h, ha="left", va="top")
+        top -= 0.3 / h
+    fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.0, top - 0.02 / h), ncols=3, fontsize=8,
+               frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, top - 0.15 / h))
+    return fig
+
+
+def variant_plot(frame, title: str | None = None, tolerance: float = 5.0, ncols: int = 3):
+    """The reproduction study as pictures: per variant, our accuracy against the paper's cell.
+
+    ``frame`` is :func:`vqdbook.experiments.reproduction.variant_frame`: one line per quantizer row
+    (``method, s, k``) and radius (``ε (paper units)``), the paper's accuracy (``paper (%)``) and one
+    column of ours per variant (NaN / None where the record is missing). One panel per variant:
+    each point is one cell, x the paper's accuracy, y ours; colour is the table row, marker the
+    radius. Points on the diagonal reproduce the paper; the grey band is ± ``tolerance`` points.
+    """
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    from matplotlib.lines import Line2D
+
+    fixed = ("method", "s", "k", "ε (paper units)", "paper (%)")
+    variants = [c for c in frame.columns if c not in fixed]
+    n = max(len(variants), 1)
+    ncols = min(ncols, n)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.4 * ncols + 1.7, 2.4 * nrows + 0.5), sharex=True,
+                             sharey=True, squeeze=False)
+    rows = list(dict.fromkeys(zip(frame["method"], frame["s"], frame["k"])))
+    colours = {r: f"C{i % 10}" for i, r in enumerate(rows)}
+    radii = list(dict.fromkeys(frame["ε (paper units)"]))
+    markers = dict(zip(radii, "os^DvP*X"))
+    line = [-3, 103]
+    for ax, v in zip(axes.flat, variants):
+        ax.fill_between(line, [a - tolerance for a in line], [a + tolerance for a in line], color="0.85", lw=0)
+        ax.plot(line, line, color="0.4", lw=0.8)
+        ours = pd.to_numeric(frame[v], errors="coerce")
+        for (_, r), y in zip(frame.iterrows(), ours):
+            if pd.notna(y):
+                ax.plot(r["paper (%)"], y, linestyle="none", marker=markers[r["ε (paper units)"]], ms=5,
+                        color=colours[(r["method"], r["s"], r["k"])], alpha=0.85)
+        have = ours.notna()
+        within = int(((ours - frame["paper (%)"]).abs() <= tolerance)[have].sum())
+        ax.set_title(f"{v}\n{within} of {int(have.sum())} cells within {tolerance:g} points", fontsize=8)
+        ax.set_xlim(*line)
+        ax.set_ylim(*line)
+        ax.set_aspect("equal")
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    for ax in axes[-1]:
+        ax.set_xlabel("paper (%)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("ours (%)")
+    handles = [Line2D([], [], color=colours[r], marker="o", linestyle="none", label=f"{r[0]} s={r[1]}, k={r[2]}")
+               for r in rows]
+    handles += [Line2D([], [], color="0.3", marker=markers[e], linestyle="none", label=f"ε = {e:g}") for e in radii]
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    right = 1 - 1.6 / fig.get_figwidth()
+    fig.tight_layout(rect=(0, 0, right, 1))
+    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(right, 0.5), fontsize=7, frameon=False)
     return fig
+
+
+def frame_view(frame, precision: int | None = None, na_rep: str = "", hide_index: bool = True):
+    """A DataFrame as the book shows it to readers: no 0..n index column, no truncated text.
+
+    Returns a pandas ``Styler`` (the notebook displays it as an HTML table). Floats are written with
+    ``precision`` decimals, or, by default, with up to 6 significant digits as pandas prints them
+    (``77.8``, ``0.02``); missing values (None, NaN, ``pd.NA``) as ``na_rep``. Text cells are never
+    cut short, unlike the default DataFrame display. A meaningful index (a pivot's) is kept as
+    columns: pass ``frame.reset_index()``.
+    """
+    import pandas as pd
+
+    def fmt(v):
+        if v is None or (not isinstance(v, str) and pd.api.types.is_scalar(v) and pd.isna(v)):
+            return na_rep
+        if isinstance(v, float):
+            return f"{v:.{precision}f}" if precision is not None else f"{v:.6g}"
+        return str(v)
+
+    styler = frame.style.format(fmt).set_table_styles(
+        [{"selector": "td, th", "props": "padding: 0.15em 0.6em;"}], overwrite=False)
+    return styler.hide(axis="index") if hide_index else styler

@@ -32,7 +32,8 @@ def git_commit() -> str | None:
     """The repository's HEAD commit (with ``-dirty`` when the tree has edits), or None.
 
     ``$VQDBOOK_COMMIT`` overrides it: set it where the code runs from a copy of the tree
-    without ``.git`` (a lent GPU machine), so records made there still name their commit.
+    without ``.git`` (a copy of the source tree on another machine), so records made there still name
+    their commit.
     """
     if os.environ.get("VQDBOOK_COMMIT"):
         return os.environ["VQDBOOK_COMMIT"]
