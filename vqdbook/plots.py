@@ -9,7 +9,7 @@ from . import paper
 
 __all__ = ["to_numpy_image", "show_image", "image_grid", "confusion_matrix_plot", "patch_partition_figure",
            "quantized_grid", "fig4_plot", "fig5_plot", "figure7", "fig6_plot", "table_curves_plot", "variant_plot",
-           "frame_view"]
+           "frame_view", "adaptive_curves_plot", "convergence_plot"]
 
 
 def to_numpy_image(x):
@@ -336,3 +336,97 @@ def frame_view(frame, precision: int | None = None, na_rep: str = "", hide_index
     styler = frame.style.format(fmt).set_table_styles(
         [{"selector": "td, th", "props": "padding: 0.15em 0.6em;"}], overwrite=False)
     return styler.hide(axis="index") if hide_index else styler
+
+
+_ATTACK_STYLE = {
+    "oblivious-pgd": dict(color="0.55", ls="--", marker="o", label="oblivious PGD (the paper's protocol)"),
+    "bpda-pgd": dict(color="C1", ls="-", marker="s", label="BPDA PGD, no EOT"),
+    "bpda-eot-apgd-ce": dict(color="C0", ls="-", marker="^", label="BPDA+EOT APGD-CE"),
+    "bpda-eot-apgd-dlr": dict(color="C2", ls="-", marker="v", label="BPDA+EOT APGD-DLR"),
+    "square": dict(color="C4", ls=":", marker="D", label="Square (gradient-free)"),
+    "worst-case": dict(color="k", ls="-", marker="x", lw=2.2, label="worst case per image"),
+}
+
+
+def adaptive_curves_plot(frame, paper_frame=None, title: str | None = None, ncols: int = 3):
+    """Accuracy over ε under each attack, one panel per defense (method, s, k), from
+    :func:`vqdbook.experiments.adaptive.adaptive_frame` rows of one dataset and ε reading.
+
+    Lines: every attack run on the cells (bands: 95% Wilson intervals of the worst case); crosses:
+    the paper's own (oblivious) numbers when ``paper_frame`` (:func:`vqdbook.experiments.tables.table_curves`)
+    is given. ε is in the paper's units.
+    """
+    import matplotlib.pyplot as plt
+
+    dataset = frame["dataset"].iloc[0]
+    unit = paper.UNITS[dataset]
+    labels = list(dict.fromkeys(frame.sort_values(["method", "s", "k"], na_position="first")["label"]))
+    ncols = min(ncols, len(labels))
+    nrows = -(-len(labels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, 2.6 * nrows + 0.7), sharex=True, sharey=True,
+                             squeeze=False)
+    for ax, label in zip(axes.flat, labels):
+        sub = frame[frame["label"] == label]
+        for attack, style in _ATTACK_STYLE.items():
+            g = sub[sub["attack"] == attack].sort_values("eps")
+            if g.empty:
+                continue
+            x = g["eps"] * unit
+            ax.plot(x, 100 * g["accuracy"], ms=3.5, **style)
+            if attack == "worst-case":
+                ax.fill_between(x, 100 * g["ci_lo"], 100 * g["ci_hi"], color="k", alpha=0.12)
+        if paper_frame is not None:
+            pp = paper_frame[(paper_frame["label"] == label)].dropna(subset=["paper"])
+            pp = pp[pp["eps"] > 0]
+            if len(pp):
+                ax.plot(pp["eps_paper"], 100 * pp["paper"], "P", color="C3", ms=6, label="paper (oblivious)")
+        ax.set_title(label, fontsize=9)
+        ax.set_ylim(-3, 103)
+    for ax in axes.flat[len(labels):]:
+        ax.axis("off")
+    suffix = paper.eps_unit_suffix(dataset)
+    for ax in axes[-1]:
+        ax.set_xlabel("ε" + (f" ({suffix})" if suffix else ""))
+    for ax in axes[:, 0]:
+        ax.set_ylabel("accuracy (%)")
+    handles, names = [], []
+    for ax in axes.flat:
+        for h, n in zip(*ax.get_legend_handles_labels()):
+            if n not in names:
+                handles.append(h)
+                names.append(n)
+    fig.legend(handles, names, loc="lower center", ncol=min(4, len(names)), fontsize=7, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    return fig
+
+
+def convergence_plot(frame, title: str | None = None):
+    """Accuracy against the attack budget (steps, EOT draws) for the cells of
+    :func:`vqdbook.experiments.adaptive.convergence_frame`: one panel per (dataset, varying budget),
+    with 95% Wilson bands. A curve still falling at its right end means the attack has not converged."""
+    import matplotlib.pyplot as plt
+
+    panels = list(dict.fromkeys(zip(frame["dataset"], frame["varies"])))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 2.9), squeeze=False)
+    for ax, (dataset, varies) in zip(axes[0], panels):
+        sub = frame[(frame["dataset"] == dataset) & (frame["varies"] == varies)]
+        for label, g in sub.groupby("label", sort=False):
+            g = g.sort_values(varies)
+            ax.plot(g[varies], 100 * g["accuracy"], marker="o", ms=3.5, label=label)
+            ax.fill_between(g[varies], 100 * g["ci_lo"], 100 * g["ci_hi"], alpha=0.15)
+        fixed = "EOT draws" if varies == "steps" else "steps"
+        other = sub["eot" if varies == "steps" else "steps"].iloc[0]
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel({"steps": "APGD steps", "eot": "EOT draws per step", "votes": "votes per query"}[varies])
+        r = sub.iloc[0]
+        ax.set_title(f"{dataset}, ε = {paper.eps_label(dataset, r['eps'])}"
+                     + (" (normalized)" if r["eps_reading"] == "normalized" else "")
+                     + f"; {fixed} = {other}, n = {r['n']}", fontsize=8)
+        ax.set_ylabel("accuracy (%)")
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
