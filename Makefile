@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # The environment is rebuilt when the pins change.
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-test.txt pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: book test env test-env unit clean clean-book bundles
+.PHONY: book test env test-env lint unit clean clean-book bundles
 
 env: $(STAMP)
 
@@ -27,11 +27,14 @@ test-env: env
 
 # The book build executes every chapter from a clean kernel (errors and warnings fail it);
 # pytest then runs the unit tests and the browser tests against the built pages.
-test: test-env book
-	$(BIN)/python -m pytest tests
+test: test-env lint book
+	$(BIN)/python -m pytest tests --doctest-modules vqdbook
+
+lint: env
+	$(BIN)/ruff check vqdbook tests scripts
 
 unit: env
-	$(BIN)/python -m pytest tests -m "not browser and not book"
+	$(BIN)/python -m pytest tests -m "not browser and not book" --doctest-modules vqdbook
 
 bundles: env
 	$(BIN)/vqdbook data bundle

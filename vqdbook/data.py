@@ -278,6 +278,13 @@ def load_dataset(name: str, split: str = "test", n: int | None = None, *, seed: 
     Raises:
         ValueError / TypeError: bad ``name``, ``split``, ``n`` or ``seed``.
         DataUnavailableError: no source has the data (the message says what to set or download).
+
+    Examples::
+
+        >>> from vqdbook import load_dataset
+        >>> x, y = load_dataset("cifar10", "test", n=20)     # the bundled subset answers offline
+        >>> tuple(x.shape), x.dtype, float(x.min()) >= 0 and float(x.max()) <= 1, len(set(y.tolist()))
+        ((20, 3, 32, 32), torch.float32, True, 10)
     """
     import torch
 

@@ -527,6 +527,17 @@ class RandDisc(_Quantizer):
     CIFAR-10/SVHN ``sigma = tau = 4`` (0-255) is ``4/255``. ``forward(x)`` maps ``(B, C, H, W)`` in
     [0, 1] to the same shape, clamped to [0, 1]; the centres ``(B, k, C)`` of the last call are in
     ``self.last_centers``.
+
+    Examples::
+
+        >>> import torch
+        >>> from vqdbook import RandDisc
+        >>> q = RandDisc(k=2, sigma=4 / 255, tau=4 / 255, generator=torch.Generator().manual_seed(0))
+        >>> x_hat = q(torch.rand(2, 1, 28, 28))
+        >>> x_hat.shape, q.last_centers.shape        # k centres in R^C per image
+        (torch.Size([2, 1, 28, 28]), torch.Size([2, 2, 1]))
+        >>> len(x_hat[0].unique()) <= 2              # every pixel is one of the k centres
+        True
     """
 
     def __init__(self, k: int, sigma: float, tau: float, *, generator=None, chunk_size=None,
@@ -548,6 +559,15 @@ class PRD(_Quantizer):
     Non-overlapping ``s x s`` patches (zero-padded when H or W is not a multiple of s), ``k``
     centres. ``sigma``, ``tau`` on the [0, 1] scale (paper's 0-255 value / 255). ``forward(x)``
     returns the quantized batch clamped to [0, 1]; centres ``(B, k, C*s*s)`` in ``last_centers``.
+
+    Examples::
+
+        >>> import torch
+        >>> from vqdbook import PRD
+        >>> q = PRD(s=2, k=10, sigma=4 / 255, tau=4 / 255, generator=torch.Generator().manual_seed(0))
+        >>> x_hat = q(torch.rand(2, 3, 32, 32))
+        >>> x_hat.shape, q.last_centers.shape        # k centres of 3*2*2 values per image
+        (torch.Size([2, 3, 32, 32]), torch.Size([2, 10, 12]))
     """
 
     def __init__(self, s: int, k: int, sigma: float, tau: float, *, generator=None, chunk_size=None,
@@ -570,6 +590,17 @@ class SWRD(_Quantizer):
     softmax blending with coefficient ``beta`` (on the [0, 1] scale: paper's 0-255 beta times 255^2)
     using the clean patch in eq. (2). ``forward(x)`` returns the blended batch clamped to [0, 1];
     centres ``(B, k, C*s*s)`` in ``last_centers``.
+
+    Examples::
+
+        >>> import torch
+        >>> from vqdbook import SWRD, paper
+        >>> beta = paper.NOISE["cifar10"]["beta"]          # the paper's 0.1 on the 0-255 scale
+        >>> q = SWRD(s=4, k=25, sigma=4 / 255, tau=4 / 255, beta=beta, generator=torch.Generator().manual_seed(0))
+        >>> x = torch.rand(2, 3, 32, 32)
+        >>> x_hat = q(x)
+        >>> x_hat.shape, bool((x_hat >= 0).all() and (x_hat <= 1).all())
+        (torch.Size([2, 3, 32, 32]), True)
     """
 
     def __init__(self, s: int, k: int, sigma: float, tau: float, beta: float, *, generator=None,
