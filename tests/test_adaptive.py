@@ -170,11 +170,11 @@ def test_frame_and_worst_case_per_image(results_dir, monkeypatch):
     calls = []
 
     def fake_run(**p):
-        bits = {"pgd": "1101", "apgd": "1011"}[p["attack"]["kind"]]
+        bits = {"pgd": "1101", "apgd": "1011", "square": "01"}[p["attack"]["kind"]]
         calls.append(p["attack"]["kind"])
-        c = bits.count("1")
-        lo, hi = wilson_interval(c, 4)
-        return {"correct_bits": bits, "correct": c, "n": 4, "accuracy": c / 4, "ci95": [lo, hi], "radius_pixels": 0.1,
+        c, n = bits.count("1"), len(bits)
+        lo, hi = wilson_interval(c, n)
+        return {"correct_bits": bits, "correct": c, "n": n, "accuracy": c / n, "ci95": [lo, hi], "radius_pixels": 0.1,
                 "seconds_attack": 0.0, "seconds_eval": 0.0}
 
     monkeypatch.setattr(adaptive, "run_adaptive", fake_run)
@@ -190,3 +190,8 @@ def test_frame_and_worst_case_per_image(results_dir, monkeypatch):
     assert adaptive.adaptive_record("mnist", q, 0.1, AttackSpec("pgd", "adaptive", steps=10), 4) == recs[0]
     assert calls == ["pgd", "apgd"]                                  # the third call loaded the record
     assert np.isclose(frame[frame["attack"] == "bpda-pgd"]["accuracy"].iloc[0], 0.75)
+    # an attack run on the first 2 images only (nested subsets) counts for those two
+    recs.append(adaptive.adaptive_record("mnist", q, 0.1, AttackSpec("square", "adaptive", steps=10), 2))
+    worst = adaptive.adaptive_frame(recs).query("attack == 'worst-case'")
+    assert len(worst) == 1 and worst["n"].iloc[0] == 4 and worst["accuracy"].iloc[0] == 0.25
+    assert worst["attacks"].iloc[0] == 3 and worst["attacks_all"].iloc[0] == 2

@@ -35,7 +35,7 @@ from .adversarial import NO_DEFENSE, classifier, model_available
 __all__ = ["DEFAULT_N", "BUDGET", "BITDEPTH", "EPS_READINGS", "attack_suite", "attack_key", "defense_rows",
            "adaptive_params", "run_adaptive", "adaptive_record", "run_adaptive_grid", "adaptive_frame", "worst_case",
            "convergence_frame", "eps_on_pixels", "CONVERGENCE", "convergence_attacks", "run_convergence",
-           "adaptive_table"]
+           "adaptive_table", "adaptive_claims", "slug"]
 
 #: Test images per cell of ``vqdbook run adaptive`` (the chapter states the n behind every number).
 DEFAULT_N = 500
@@ -267,7 +267,8 @@ def adaptive_frame(records: list[dict] | None = None, *, worst: bool = True):
     Columns: ``dataset, method`` (``none``, ``fastat``, ``bitdepth``, ``randdisc``, ``prd``,
     ``swrd``), ``s, k, label, eps`` (on [0, 1], as read), ``eps_reading, eps_pixels, attack``
     (:func:`attack_key`, or ``worst-case``), ``threat, steps, eot, votes, n, accuracy, ci_lo,
-    ci_hi`` and ``attacks`` (for worst-case rows, how many attacks it is the minimum over).
+    ci_hi`` and ``attacks`` (for worst-case rows, how many attacks it is the minimum over; an
+    attack run on the first n' < n images counts for those: see :func:`worst_case`).
     """
     import pandas as pd
 
@@ -283,7 +284,7 @@ def adaptive_frame(records: list[dict] | None = None, *, worst: bool = True):
                      "attack": attack_key(a), "threat": a.threat, "kind": a.kind, "loss": a.loss, "steps": a.steps,
                      "eot": a.eot, "votes": a.votes,
                      "n": p["n"], "seed": p["seed"], "accuracy": r["accuracy"], "ci_lo": r["ci95"][0],
-                     "ci_hi": r["ci95"][1], "attacks": 1, "_bits": r["correct_bits"],
+                     "ci_hi": r["ci95"][1], "attacks": 1, "attacks_all": 1, "_bits": r["correct_bits"],
                      "_defense": repr(sorted(p["defense"].items())), "_variant": p["variant"]})
     frame = pd.DataFrame(rows)
     if frame.empty:
@@ -296,25 +297,33 @@ def adaptive_frame(records: list[dict] | None = None, *, worst: bool = True):
 
 
 def worst_case(frame):
-    """Per cell (dataset, classifier, defense, ε, reading, n, seed): an image is robust only if it
-    survived every attack in ``frame`` (its ``_bits``); one ``worst-case`` row per cell. Attacks at
-    other budgets of the same kind count too: every attack that was run is part of the worst case."""
+    """Per cell (dataset, classifier, defense, ε, reading, seed), at the largest n it was run at: an
+    image is robust only if it survived every attack run on it, ``worst-case`` row per cell.
+
+    Test subsets are nested (the first n images of a larger run are the n-image run), so an attack
+    run on fewer images (e.g. Square on the first 200 of 500) counts for those images: the worst case
+    of image i is the minimum over the attacks whose run included it. ``attacks`` is the number of
+    attacks behind the first image (the most); ``attacks_all`` the number that covered every image.
+    Attacks at other budgets of the same kind count too: every attack that was run is part of it."""
     import pandas as pd
 
-    keys = ["dataset", "_variant", "_defense", "eps", "eps_reading", "n", "seed"]
+    keys = ["dataset", "_variant", "_defense", "eps", "eps_reading", "seed"]
     out = []
     for _, grp in frame.groupby(keys, dropna=False, sort=False):
-        bits = [b for b in grp["_bits"]]
-        n = len(bits[0])
-        robust = [all(b[i] == "1" for b in bits) for i in range(n)]
+        n = int(grp["n"].max())
+        robust = [True] * n
+        for bits in grp["_bits"]:
+            for i, b in enumerate(bits):
+                if b == "0":
+                    robust[i] = False
         correct = sum(robust)
         lo, hi = wilson_interval(correct, n)
-        first = grp.iloc[0]
+        first = grp[grp["n"] == n].iloc[0]
         out.append({**{c: first[c] for c in ("dataset", "method", "s", "k", "label", "eps", "eps_reading",
-                                               "eps_pixels", "n", "seed", "_defense", "_variant")},
-                    "attack": "worst-case", "threat": "adaptive", "kind": None, "loss": None, "steps": None,
-                    "eot": None, "votes": None,
-                    "accuracy": correct / n, "ci_lo": lo, "ci_hi": hi, "attacks": len(bits),
+                                               "eps_pixels", "seed", "_defense", "_variant")},
+                    "n": n, "attack": "worst-case", "threat": "adaptive", "kind": None, "loss": None, "steps": None,
+                    "eot": None, "votes": None, "accuracy": correct / n, "ci_lo": lo, "ci_hi": hi,
+                    "attacks": len(grp), "attacks_all": int((grp["n"] == n).sum()),
                     "_bits": "".join("1" if r else "0" for r in robust)})
     return pd.DataFrame(out)
 
@@ -384,3 +393,47 @@ def adaptive_table(frame, dataset: str, eps_reading: str = "pixels", n: int | No
 
 #: Attack columns of :func:`adaptive_table`, weakest threat model first.
 _ORDER = ("oblivious-pgd", "bpda-pgd", "bpda-eot-apgd-ce", "bpda-eot-apgd-dlr", "square", "worst-case")
+
+
+def slug(label: str) -> str:
+    """A glue-friendly name for a defense label: ``"swRD (s=4, k=25)"`` -> ``"swrd_s4_k25"``,
+    ``"1-bit"`` -> ``"1bit"``."""
+    import re
+
+    return re.sub(r"[^a-z0-9]+", "_", label.lower().replace("=", "")).strip("_").replace("1_bit", "1bit") \
+        .replace("5_bit", "5bit")
+
+
+def adaptive_claims(frame) -> dict:
+    """The numbers the chapter's verdict rests on, computed from :func:`adaptive_frame`: per dataset
+    and ε reading, at each cell's largest n, every defense's oblivious and worst-case accuracy, and
+    whether the quantizers do better than the bit-depth baseline under the worst case (their 95%
+    intervals do not overlap), as a flat dict for myst-nb glue (``{dataset}_{reading}_{eps}_{defense}_...``)."""
+    out = {}
+    if frame.empty:
+        return out
+    for (dataset, reading, eps), g in frame.groupby(["dataset", "eps_reading", "eps"], sort=False):
+        n = int(g["n"].max())
+        g = g[g["n"] == n]
+        tag = f"{dataset}_{reading}_{paper.eps_label(dataset, eps).replace('/', '_').replace('.', 'p')}"
+        out[f"{tag}_n"] = n
+        worst = {}
+        for label, h in g.groupby("label", sort=False):
+            key = f"{tag}_{slug(label)}"
+            for attack in ("oblivious-pgd", "worst-case", "bpda-eot-apgd-ce", "square"):
+                a = h[h["attack"] == attack]
+                if len(a):
+                    out[f"{key}_{attack.replace('-', '_')}"] = round(100 * float(a["accuracy"].iloc[0]), 1)
+            w = h[h["attack"] == "worst-case"]
+            if len(w):
+                worst[label] = (float(w["ci_lo"].iloc[0]), float(w["ci_hi"].iloc[0]), h["method"].iloc[0])
+                out[f"{key}_worst_lo"] = round(100 * worst[label][0], 1)
+                out[f"{key}_worst_hi"] = round(100 * worst[label][1], 1)
+        base = [v for v in worst.values() if v[2] == "bitdepth"]
+        if base:
+            lo_b, hi_b, _ = base[0]
+            beats = [lab for lab, (lo, hi, m) in worst.items() if m in paper.QUANTIZERS and lo > hi_b]
+            below = [lab for lab, (lo, hi, m) in worst.items() if m in paper.QUANTIZERS and hi < lo_b]
+            out[f"{tag}_beat_bitdepth"] = ", ".join(beats) if beats else "none"
+            out[f"{tag}_below_bitdepth"] = ", ".join(below) if below else "none"
+    return out
