@@ -26,7 +26,8 @@ from . import paper
 from .checks import RandomizedDefenseWarning, ZeroGradientWarning, check_randomized, check_zero_gradients
 from .validation import check_int, check_real
 
-__all__ = ["PGD", "APGD", "AttackSpec", "paper_pgd", "strong_pgd", "eot_gradient", "STRONG_PGD", "CPU_CHUNK",
+__all__ = ["PGD", "APGD", "AttackSpec", "paper_pgd", "strong_pgd", "eot_gradient",
+           "check_xy", "STRONG_PGD", "CPU_CHUNK",
            "ZeroGradientWarning", "RandomizedDefenseWarning"]
 
 #: Images per forward pass on a CPU by default (see ``PGD(chunk_size=...)``): a chunk holds
@@ -35,9 +36,10 @@ __all__ = ["PGD", "APGD", "AttackSpec", "paper_pgd", "strong_pgd", "eot_gradient
 CPU_CHUNK = 64
 
 
-def _check_xy(x: torch.Tensor, y: torch.Tensor) -> None:
+def check_xy(x: torch.Tensor, y: torch.Tensor) -> None:
+    """Raise unless ``x`` is a finite float batch ``(B, C, H, W)`` in [0, 1] and ``y`` its integer labels ``(B,)``."""
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
-        raise TypeError("x and y must be torch tensors")
+        raise TypeError(f"x and y must be torch tensors; got {type(x).__name__} and {type(y).__name__}")
     if x.dim() != 4:
         raise ValueError(f"x must be (B, C, H, W); got shape {tuple(x.shape)}")
     if not x.is_floating_point():
@@ -46,8 +48,11 @@ def _check_xy(x: torch.Tensor, y: torch.Tensor) -> None:
         raise ValueError(f"y must be (B,) with B = len(x) = {len(x)}; got shape {tuple(y.shape)}")
     if y.dtype not in (torch.int64, torch.int32):
         raise TypeError(f"y must hold integer labels; got {y.dtype}")
-    if len(x) and (x.min() < 0 or x.max() > 1):
-        raise ValueError(f"x must lie in [0, 1]; got range [{x.min().item():.3g}, {x.max().item():.3g}]")
+    if x.numel():
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("x must be finite (no NaN or inf), with values in [0, 1]")
+        if x.min() < 0 or x.max() > 1:
+            raise ValueError(f"x must lie in [0, 1]; got range [{x.min().item():.3g}, {x.max().item():.3g}]")
 
 
 def _check_eps(eps):
@@ -110,7 +115,7 @@ class _Attack:
         return self.model
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        _check_xy(x, y)
+        check_xy(x, y)
         modes = [(m, m.training) for m in self.model.modules()]   # each submodule's own mode, restored after
         self.model.eval()
         try:

@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attacks import CPU_CHUNK
+from .attacks import CPU_CHUNK, check_xy
 from .validation import check_int, check_real
 
 __all__ = ["Square", "p_schedule", "P_HALVINGS", "LOSSES", "MAX_REDRAWS"]
@@ -61,24 +61,6 @@ def p_schedule(p_init: float, it: int, n_queries: int) -> float:
     """
     it = int(it / n_queries * 10_000)
     return p_init / 2 ** sum(it > t for t in P_HALVINGS)
-
-
-def _check_xy(x, y) -> None:
-    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
-        raise TypeError(f"x and y must be torch tensors; got {type(x).__name__} and {type(y).__name__}")
-    if x.dim() != 4:
-        raise ValueError(f"x must be (B, C, H, W); got shape {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise TypeError(f"x must be a float tensor in [0, 1]; got {x.dtype}")
-    if y.dim() != 1 or len(y) != len(x):
-        raise ValueError(f"y must be (B,) with B = len(x) = {len(x)}; got shape {tuple(y.shape)}")
-    if y.dtype not in (torch.int64, torch.int32):
-        raise TypeError(f"y must hold integer labels; got {y.dtype}")
-    if x.numel():
-        if not bool(torch.isfinite(x).all()):
-            raise ValueError("x must be finite (no NaN or inf), with values in [0, 1]")
-        if x.min() < 0 or x.max() > 1:
-            raise ValueError(f"x must lie in [0, 1]; got range [{x.min().item():.3g}, {x.max().item():.3g}]")
 
 
 def _eval(model: nn.Module) -> list:
@@ -250,7 +232,7 @@ class Square:
 
     # ---------------------------------------------------------------------------------- attack
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        _check_xy(x, y)
+        check_xy(x, y)
         modes = _eval(self.model)
         try:
             return self._attack(x.detach(), y.detach())
