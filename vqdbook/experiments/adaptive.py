@@ -35,7 +35,7 @@ from .adversarial import NO_DEFENSE, classifier, model_available
 __all__ = ["DEFAULT_N", "BUDGET", "BITDEPTH", "EPS_READINGS", "attack_suite", "attack_key", "defense_rows",
            "adaptive_params", "run_adaptive", "adaptive_record", "run_adaptive_grid", "adaptive_frame", "worst_case",
            "convergence_frame", "eps_on_pixels", "CONVERGENCE", "convergence_attacks", "run_convergence",
-           "adaptive_table", "adaptive_claims", "slug"]
+           "adaptive_table", "adaptive_claims", "slug", "HEADLINE", "run_headline", "chapter_cells"]
 
 #: Test images per cell of ``vqdbook run adaptive`` (the chapter states the n behind every number).
 DEFAULT_N = 500
@@ -78,7 +78,7 @@ def attack_suite(dataset: str, steps: int | None = None, eot: int | None = None,
 
 
 #: Default budgets of the adaptive attacks per dataset (steps × EOT draws; Square's queries × votes).
-BUDGET = {"mnist": {"steps": 100, "eot": 4, "queries": 1000, "votes": 4},
+BUDGET = {"mnist": {"steps": 100, "eot": 4, "queries": 1000, "votes": 2},
           "cifar10": {"steps": 100, "eot": 4, "queries": 500, "votes": 4}}
 
 
@@ -437,3 +437,41 @@ def adaptive_claims(frame) -> dict:
             out[f"{tag}_beat_bitdepth"] = ", ".join(beats) if beats else "none"
             out[f"{tag}_below_bitdepth"] = ", ".join(below) if below else "none"
     return out
+
+
+#: The headline cells the chapter's verdict rests on: per dataset, the radius and ε reading, the
+#: images for the oblivious, straight-through and main (APGD-CE) attacks, and the images (a prefix of
+#: those) for the costlier APGD-DLR and Square.
+HEADLINE = {"mnist": {"eps": 0.32, "eps_reading": "normalized", "n": 500, "n_extra": 200},
+            "cifar10": {"eps": 8 / 255, "eps_reading": "pixels", "n": 500, "n_extra": 200}}
+_MAIN = ("oblivious-pgd", "bpda-pgd", "bpda-eot-apgd-ce")
+_EXTRA = ("bpda-eot-apgd-dlr", "square")
+
+
+def run_headline(dataset: str, *, seed: int = 0, device: str = "cpu", progress: bool = True) -> list[dict]:
+    """Run (or load) the headline cells of ``dataset`` (:data:`HEADLINE`): every defense, the main
+    attacks on ``n`` images and the costlier ones on the first ``n_extra``."""
+    h = HEADLINE[spec(dataset).name]
+    kw = dict(eps_reading=h["eps_reading"], seed=seed, device=device, progress=progress)
+    return (run_adaptive_grid(dataset, [h["eps"]], n=h["n"], attacks=_MAIN, **kw)
+            + run_adaptive_grid(dataset, [h["eps"]], n=h["n_extra"], attacks=_EXTRA, **kw))
+
+
+def chapter_cells(seed: int = 0) -> list[tuple[str, dict]]:
+    """The ``adaptive`` records the chapter's verdict rests on: the convergence study and the
+    headline cells (:data:`CONVERGENCE`, :data:`HEADLINE`), as ``(kind, params)``."""
+    cells = []
+    for name, c in CONVERGENCE.items():
+        q = QuantizerSpec.paper(name, c["method"], c["s"], c["k"]).params()
+        cells += [("adaptive", adaptive_params(name, q, c["eps"], a, c["n"], seed, eps_reading=c["eps_reading"]))
+                  for a in convergence_attacks(name)]
+    for name, h in HEADLINE.items():
+        suite = attack_suite(name)
+        for r in defense_rows(name):
+            for keys, n in ((_MAIN, h["n"]), (_EXTRA, h["n_extra"])):
+                for key in keys:
+                    if r["defense"]["method"] == "none" and key in ("oblivious-pgd", "bpda-pgd"):
+                        continue
+                    cells.append(("adaptive", adaptive_params(name, r["defense"], h["eps"], suite[key], n, seed,
+                                                              r["variant"], h["eps_reading"])))
+    return cells
