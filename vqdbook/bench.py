@@ -37,7 +37,7 @@ from .parallel import default_chunk_size
 from .quantizers import QuantizerSpec, n_patches
 
 __all__ = ["CONFIGS", "TARGETS", "BENCHMARKS", "run_bench_quantizers", "run_bench_table1", "bench_center_sampling",
-           "run_bench_eot", "EOT_TARGET_RATIO",
+           "run_bench_eot", "EOT_TARGET_RATIO", "run_bench_tquant", "TQUANT_TARGET_RATIO", "run_bench_certify",
            "record_benchmark", "baseline_quantize", "format_table", "quantizer_config"]
 
 #: name -> (dataset, method, s, k); sigma, tau and beta are the paper's for the dataset.
@@ -392,6 +392,12 @@ def record_benchmark(what: str, *, n: int | None = None, seed: int = 0) -> tuple
     elif what == "eot":
         result = run_bench_eot(**({} if n is None else {"n_images": n}), seed=seed)
         params = result["params"]
+    elif what == "tquant":
+        result = run_bench_tquant(**({} if n is None else {"n_batches": n}), seed=seed)
+        params = result["params"]
+    elif what == "certify":
+        result = run_bench_certify(**({} if n is None else {"index": n}), seed=seed)
+        params = result["params"]
     else:
         result = bench_center_sampling()
         params = {"n_samples": result.get("n_samples")}
@@ -402,4 +408,144 @@ def record_benchmark(what: str, *, n: int | None = None, seed: int = 0) -> tuple
 BENCHMARKS = {"quantizers": "the quantizers against a per-image scikit-learn pipeline (img/s, ratio)",
               "kl": "drawing 10,000 centre sets C ~ Q(C|X=x) of one image (Section 4.2)",
               "table1": "Table 1 in quick mode from scratch (1,000 MNIST images, wall time)",
-              "eot": "one adaptive attack step with 16 EOT draws as one batch vs 16 single-draw steps (swRD CIFAR-10)"}
+              "eot": "one adaptive attack step with 16 EOT draws as one batch vs 16 single-draw steps (swRD CIFAR-10)",
+              "tquant": "training on swRD-quantized CIFAR-10 batches (on the fly) vs natural training, "
+                        "50 batches of 128 (--n: batches)",
+              "certify": "the certified-radius pipeline (Theorem 1) and one smoothing CERTIFY for one test image "
+                         "per dataset and quantizer (--n: the image's index)"}
+
+
+#: An epoch of on-the-fly quantized training (t-swRD, CIFAR-10 s=4 k=25) costs at most this many natural epochs.
+TQUANT_TARGET_RATIO = 2.0
+
+
+def run_bench_tquant(n_batches: int = 50, batch_size: int = 128, seed: int = 0, config: str = "swrd_cifar_s4_k25",
+                     precision: str = "fp32") -> dict:
+    """Cost of training on quantized images on the fly (Section 3.5) against natural training.
+
+    The same ``n_batches`` batches of ``batch_size`` CIFAR-10 training images (a stratified subset),
+    augmented as :func:`vqdbook.train.train` augments them (random crop and flip), go through the
+    same SGD step of the default classifier started from its natural weights, once as they are
+    (natural training) and once quantized on the fly by :class:`vqdbook.train.QuantizeTransform`
+    with ``config``'s quantizer (fresh draws per batch). The quantized pass times the quantizer and the
+    training step apart. ``ratio`` = quantized pass / natural pass; the target is at most
+    :data:`TQUANT_TARGET_RATIO`. Threads: torch's setting (``vqdbook bench`` runs with the process's).
+    This measures, it does not assert; the load average before and after tells how quiet the machine was.
+
+    Examples::
+
+        >>> from vqdbook.bench import run_bench_tquant
+        >>> r = run_bench_tquant(n_batches=2, batch_size=8)        # doctest: +SKIP
+        >>> sorted(k for k in r if k.startswith("seconds"))          # doctest: +SKIP
+        ['seconds_natural', 'seconds_quantize', 'seconds_train_step', 'seconds_tquant']
+    """
+    import copy
+
+    import torch.nn.functional as F
+
+    from .data import load_dataset
+    from .models import DEFAULT_ARCH, load_pretrained
+    from .train import DEFAULTS, QuantizeTransform, augment_batch
+
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp32' or 'bf16'; got {precision!r}")
+    ds, q = quantizer_config(config)
+    x, y = load_dataset(ds, "train", n_batches * batch_size, seed=seed)
+    base = load_pretrained(ds).train()
+    cfg = DEFAULTS[ds]
+
+    def step(model, opt, xb, yb):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = F.cross_entropy(model(xb), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def run(transform, n=n_batches):
+        torch.manual_seed(seed)
+        model = copy.deepcopy(base).train()
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True,
+                              weight_decay=cfg["weight_decay"])
+        g = torch.Generator().manual_seed(seed)
+        if transform is not None:
+            transform.start_epoch(0)
+        t_q = t_step = 0.0
+        t0 = time.perf_counter()
+        for i in range(n):
+            xb, yb = x[i * batch_size:(i + 1) * batch_size], y[i * batch_size:(i + 1) * batch_size]
+            if cfg["augment"]:
+                xb = augment_batch(xb, g)
+            if transform is not None:
+                tq = time.perf_counter()
+                with torch.no_grad():
+                    xb = transform(xb)
+                t_q += time.perf_counter() - tq
+            ts = time.perf_counter()
+            step(model, opt, xb, yb)
+            t_step += time.perf_counter() - ts
+        return time.perf_counter() - t0, t_q, t_step
+
+    load_before = list(os.getloadavg())
+    run(None, 1)                                                         # warm-up (allocator, kernels)
+    t_nat, _, t_nat_step = run(None)
+    t_tq, t_q, t_step = run(QuantizeTransform(q, seed))
+    ratio = t_tq / t_nat
+    return {"benchmark": "tquant",
+            "params": {"n_batches": n_batches, "batch_size": batch_size, "seed": seed, "config": config,
+                       "precision": precision, "threads": torch.get_num_threads(), "arch": DEFAULT_ARCH[ds]},
+            "quantizer": q.params(), "machine": _machine(), "load_avg_before": load_before,
+            "load_avg_after": list(os.getloadavg()),
+            "seconds_natural": round(t_nat, 2), "seconds_natural_train_step": round(t_nat_step, 2),
+            "seconds_tquant": round(t_tq, 2), "seconds_quantize": round(t_q, 2),
+            "seconds_train_step": round(t_step, 2),
+            "share_quantize": round(t_q / t_tq, 3), "share_train_step": round(t_step / t_tq, 3),
+            "quantize_img_s": round(n_batches * batch_size / t_q, 1),
+            "ratio": round(ratio, 3), "target_ratio": TQUANT_TARGET_RATIO, "meets_target": ratio <= TQUANT_TARGET_RATIO,
+            "seconds_per_1000_images": {"natural": round(1000 * t_nat / len(y), 2),
+                                        "tquant": round(1000 * t_tq / len(y), 2)}}
+
+
+def run_bench_certify(datasets=("mnist", "cifar10"), index: int = 0, threads: int = 2, seed: int = 0) -> dict:
+    """Wall time of the certified-radius pipeline for one test image, per dataset and quantizer.
+
+    :func:`vqdbook.experiments.radii.run_radius` at the book's settings (Theorem 1, eq. (5): clean
+    votes and the margin's Clopper-Pearson bound, then the KL of eq. (6) at the points of the ball
+    on the radius grid, searched by bisection), and one randomized-smoothing CERTIFY at the
+    quantizers' sigma (:func:`vqdbook.certify.smoothing_certify`, the book's ``n0`` and ``n``), for
+    test image ``index``, with torch on ``threads`` threads (restored after). Records the total, the
+    votes' share, the radii and points evaluated and the seconds per radius. A measurement, not a
+    test: the load average before and after says how busy the machine was.
+    """
+    from . import paper
+    from .certify import smoothing_certify
+    from .data import load_dataset
+    from .experiments.adversarial import classifier
+    from .experiments.radii import SMOOTHING, radius_params, run_radius
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    load_before = list(os.getloadavg())
+    out = {}
+    try:
+        for ds in datasets:
+            for method in paper.QUANTIZERS:
+                t0 = time.perf_counter()
+                res = run_radius(**radius_params(ds, method, index, seed=seed))
+                total = time.perf_counter() - t0
+                out[f"{ds}/{method}"] = {
+                    "seconds": round(total, 3), "seconds_votes": res["seconds"]["votes"],
+                    "radii_evaluated": len(res["evaluated"]),
+                    "points_evaluated": sum(len(e["kl"]) for e in res["evaluated"]),
+                    "seconds_per_radius": [e["seconds"] for e in res["evaluated"]], "radius": res["radius"]}
+            x, _ = load_dataset(ds, "test", index + 1, seed=seed)
+            net = classifier(ds)
+            t0 = time.perf_counter()
+            smoothing_certify(net, x[index], paper.NOISE[ds]["sigma"], SMOOTHING["n0"], SMOOTHING["n"],
+                              SMOOTHING["alpha"], torch.Generator().manual_seed(seed))
+            out[f"{ds}/smoothing"] = {"seconds": round(time.perf_counter() - t0, 3)}
+    finally:
+        torch.set_num_threads(old)
+    return {"benchmark": "certify", "params": {"datasets": list(datasets), "index": index, "threads": threads,
+                                               "seed": seed},
+            "machine": _machine(), "load_avg_before": load_before, "load_avg_after": list(os.getloadavg()),
+            "per_image": out}

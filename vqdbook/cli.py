@@ -14,11 +14,26 @@ import sys
 __all__ = ["main", "build_parser"]
 
 
+def _train_quantizer(a):
+    """``train --quantizer M [--s S] [--k K]``: the QuantizerSpec (the committed variant's settings,
+    :func:`vqdbook.models.tquant_spec`, with ``--s`` / ``--k`` replacing its s, k), or None."""
+    if a.quantizer is None:
+        return None
+    from .models import tquant_spec
+
+    q = tquant_spec(a.dataset, a.quantizer)
+    changes = {k: v for k, v in (("s", a.s), ("k", a.k)) if v is not None}
+    return q.replace(**changes) if changes else q
+
+
 def _cmd_train(a):
+    from .data import DataUnavailableError
     from .train import train
 
     kwargs = {k: getattr(a, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "seed", "n_train",
-                                         "variant", "device", "notes", "precision", "method", "grad_clip")}
+                                         "variant", "device", "notes", "precision", "method", "grad_clip",
+                                         "frozen_draw", "init", "n_test")}
+    kwargs["quantizer"] = _train_quantizer(a)
     if a.no_augment:
         kwargs["augment"] = False
     if a.eps_ramp:
@@ -27,8 +42,13 @@ def _cmd_train(a):
         import torch
 
         torch.set_num_threads(a.threads)
-    card = train(a.dataset, a.arch, **kwargs)
-    print(json.dumps({k: card.get(k) for k in ("name", "test_accuracy", "train_time_s", "sha256")}, indent=1))
+    try:
+        card = train(a.dataset, a.arch, **kwargs)
+    except DataUnavailableError as e:   # the loader's message says what to set or download
+        sys.exit(f"vqdbook train: {e}")
+    keys = ("name", "test_accuracy", "quantized_test_accuracy", "natural_quantized_test_accuracy",
+            "train_time_s", "sha256")
+    print(json.dumps({k: card[k] for k in keys if k in card}, indent=1))
 
 
 def _cmd_data(a):
@@ -122,8 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .experiments.reproduction import VARIANT_SETTINGS, VARIANTS
     from .experiments.tables import TABLE_ATTACKS
     from .kl import N_MC
-    from .models import ARCHS
-    from .train import ADV_METHODS
+    from .models import ARCHS, TQUANT_VARIANTS
+    from .train import ADV_METHODS, FINETUNE, INITS
 
     p = argparse.ArgumentParser(prog="vqdbook", description=__doc__.split("\n\n")[0])
     p.add_argument("--version", action="version", version=f"vqdbook {__version__}")
@@ -139,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-augment", action="store_true")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--n-train", type=int)
+    t.add_argument("--n-test", type=int, help="the card's accuracies on a stratified test subset (default: all)")
     t.add_argument("--variant")
     t.add_argument("--device", default="cpu")
     t.add_argument("--threads", type=int)
@@ -149,6 +170,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     t.add_argument("--grad-clip", type=float, help="clip the gradient's global L2 norm to this value")
     t.add_argument("--notes", default="")
+    t.add_argument("--quantizer", choices=list(TQUANT_VARIANTS),
+                   help="train on quantized images (Section 3.5: t-pRD, t-swRD), quantized on the fly with "
+                        "fresh draws per batch; s, k default to Figure 8's (MNIST: Table 1's)")
+    t.add_argument("--s", type=int, help="--quantizer: patch / window size")
+    t.add_argument("--k", type=int, help="--quantizer: codebook size")
+    t.add_argument("--frozen-draw", action="store_true",
+                   help="--quantizer: quantize the training set once (one seeded draw) instead of every batch")
+    t.add_argument("--from", dest="init", choices=[i for i in INITS if i],
+                   help="start from the committed natural weights and fine-tune (epochs and LR default to "
+                        + ", ".join(f"{d}: {v['epochs']} epochs at peak LR {v['lr']}" for d, v in FINETUNE.items())
+                        + ")")
     t.set_defaults(func=_cmd_train)
 
     d = sub.add_parser("data", help="data utilities")
@@ -197,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _refuse(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
     """Combinations the code would reject, refused at parse time with a message."""
+    if a.cmd == "train":
+        _refuse_train(p, a)
     if a.cmd != "run":
         return
     from . import paper
@@ -236,6 +270,34 @@ def _refuse(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
         v = getattr(a, name)
         if v is not None and v < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+
+
+def _refuse_train(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+    for name in ("epochs", "batch_size", "n_train", "n_test", "threads", "s", "k"):
+        v = getattr(a, name)
+        if v is not None and v < 1:
+            p.error(f"train: --{name.replace('_', '-')} must be >= 1, got {v}")
+    if a.quantizer is None:
+        given = [f for f, v in (("--s", a.s), ("--k", a.k), ("--frozen-draw", a.frozen_draw)) if v]
+        if given:
+            p.error(f"train: {' and '.join(given)} {'needs' if len(given) == 1 else 'need'} --quantizer "
+                    "(the quantizer the training images go through)")
+        if a.init and not a.variant:
+            p.error("train: --from natural without --quantizer needs --variant (or the natural weights would be "
+                    "overwritten by their own fine-tuning)")
+        return
+    if a.method != "natural":
+        p.error(f"train: --quantizer trains naturally on quantized images (Section 3.5); not with --method {a.method}")
+    try:
+        q = _train_quantizer(a)
+        from .data import spec
+
+        ds = spec(a.dataset)
+        import torch
+
+        q.check(torch.zeros(1, ds.channels, ds.size, ds.size))
+    except (ValueError, TypeError) as e:
+        p.error(f"train --quantizer {a.quantizer}: {e}")
 
 
 def main(argv=None) -> int:

@@ -10,6 +10,10 @@ Architectures:
 
 ``load_pretrained(dataset, arch)`` returns committed weights from ``data/weights/`` (fp16 on disk,
 float32 in memory), after checking their SHA-256 against the model card beside them.
+
+Variants: ``None`` is the naturally trained f of the paper; ``"fastat"``, ``"trades"``, ``"mart"`` are the
+adversarially trained baselines; ``"t-prd"`` and ``"t-swrd"`` are Section 3.5's classifiers f̂ fine-tuned
+on quantized training images (:data:`TQUANT_VARIANTS`, :func:`tquant_variant`, :func:`tquant_spec`).
 """
 
 from __future__ import annotations
@@ -21,18 +25,23 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import PROJECT_ROOT
+from . import PROJECT_ROOT, paper
 from .data import spec
 from .provenance import sha256_file
+from .quantizers import QuantizerSpec
 
 __all__ = ["ARCHS", "DEFAULT_ARCH", "WEIGHTS_DIR", "Normalize", "BasicBlock", "ResNet", "SmallCNN",
            "build_model", "model_stem", "weights_path", "card_path", "load_card", "list_cards",
-           "save_weights", "load_pretrained", "predict", "accuracy", "cards_frame"]
+           "save_weights", "load_pretrained", "predict", "accuracy", "cards_frame",
+           "TQUANT_VARIANTS", "tquant_variant", "tquant_spec"]
 
 WEIGHTS_DIR = PROJECT_ROOT / "data" / "weights"
 ARCHS = ("mnist_cnn", "resnet20", "resnet18")
 #: The architecture ``load_pretrained(dataset)`` uses when none is named.
 DEFAULT_ARCH = {"mnist": "mnist_cnn", "cifar10": "resnet20", "svhn": "resnet20"}
+#: Section 3.5's classifiers f̂ trained on quantized images ("t-pRD", "t-swRD"): quantizer -> the
+#: variant name of their weights. RandDisc (``"t-randdisc"``) is not in the paper but trains the same way.
+TQUANT_VARIANTS = {m: f"t-{m}" for m in paper.QUANTIZERS}
 
 
 class Normalize(nn.Module):
@@ -123,6 +132,66 @@ def build_model(arch: str, dataset: str) -> nn.Sequential:
     return nn.Sequential(Normalize(ds.mean, ds.std), net)
 
 
+def tquant_spec(dataset: str, method: str) -> QuantizerSpec:
+    """The quantizer the committed ``t-<method>`` classifier of ``dataset`` was trained with.
+
+    CIFAR-10 and SVHN: Figure 8's (s, k) (:data:`vqdbook.paper.FIG8`: CIFAR-10 pRD s=2 k=10, swRD
+    s=4 k=25); MNIST, which Figure 8 does not show: Table 1's (:func:`vqdbook.paper.default_sk`). RandDisc
+    (not in Figure 8): its table's first row. Noise and blend are Section 4.1's (:data:`vqdbook.paper.NOISE`).
+
+    Examples::
+
+        >>> from vqdbook.models import tquant_spec
+        >>> tquant_spec("cifar10", "swrd").label, tquant_spec("mnist", "prd").label
+        ('swRD (s=4, k=25)', 'pRD (s=2, k=2)')
+    """
+    name = spec(dataset).name
+    m = QuantizerSpec.canonical(method)
+    if m not in TQUANT_VARIANTS:
+        raise ValueError(f"method must be one of {tuple(TQUANT_VARIANTS)} (Section 3.5); got {method!r}")
+    s, k = paper.FIG8.get(name, {}).get(m) or paper.default_sk(name, m)
+    return QuantizerSpec.paper(name, m, s, k)
+
+
+def tquant_variant(method: str | QuantizerSpec, dataset: str | None = None, *, frozen: bool = False) -> str:
+    """The variant name of a classifier fine-tuned on ``method``-quantized images (Section 3.5).
+
+    A method name gives the committed variant, ``"t-prd"`` / ``"t-swrd"`` (trained with
+    :func:`tquant_spec`); a :class:`~vqdbook.quantizers.QuantizerSpec` with its ``dataset`` gives the
+    same name when it is :func:`tquant_spec`'s, else one naming its (s, k) (``"t-prd-s3-k5"``, plus a
+    short hash of the parameters when the noise or k-means options differ from the paper's).
+    ``frozen=True`` (one fixed quantized copy of the training set) appends ``"-frozen"``.
+
+    Examples::
+
+        >>> from vqdbook.models import tquant_variant
+        >>> from vqdbook.quantizers import QuantizerSpec
+        >>> tquant_variant("swrd"), tquant_variant(QuantizerSpec.paper("cifar10", "prd", 3, 5), "cifar10")
+        ('t-swrd', 't-prd-s3-k5')
+    """
+    suffix = "-frozen" if frozen else ""
+    if isinstance(method, QuantizerSpec):
+        q = method
+        if q.method not in TQUANT_VARIANTS:
+            raise ValueError(f"method must be one of {tuple(TQUANT_VARIANTS)} (Section 3.5); got {q.method!r}")
+        if dataset is None:
+            raise TypeError("tquant_variant(spec, dataset): the dataset is needed to compare with the paper's settings")
+        base = TQUANT_VARIANTS[q.method]
+        if q == tquant_spec(dataset, q.method):
+            return base + suffix
+        name = f"{base}-s{q.s}-k{q.k}"
+        if q != QuantizerSpec.paper(spec(dataset).name, q.method, q.s, q.k):
+            import hashlib
+
+            digest = hashlib.sha256(json.dumps(q.params(), sort_keys=True).encode()).hexdigest()[:6]
+            name += f"-{digest}"
+        return name + suffix
+    m = QuantizerSpec.canonical(method)
+    if m not in TQUANT_VARIANTS:
+        raise ValueError(f"method must be one of {tuple(TQUANT_VARIANTS)} (Section 3.5); got {method!r}")
+    return TQUANT_VARIANTS[m] + suffix
+
+
 def model_stem(dataset: str, arch: str, variant: str | None = None) -> str:
     """File stem of a trained model: ``<dataset>_<arch>[_<variant>]`` (variant: e.g. ``fastat``)."""
     return f"{spec(dataset).name}_{arch}" + (f"_{variant}" if variant else "")
@@ -140,8 +209,11 @@ def load_card(dataset: str, arch: str | None = None, variant: str | None = None)
     arch = arch or DEFAULT_ARCH[spec(dataset).name]
     path = card_path(dataset, arch, variant)
     if not path.is_file():
-        raise FileNotFoundError(f"no model card {path}; train it with `vqdbook train --dataset {dataset} "
-                                f"--arch {arch}`")
+        how = f"vqdbook train --dataset {dataset} --arch {arch}"
+        tq = {v: m for m, v in TQUANT_VARIANTS.items()}
+        if variant in tq:
+            how += f" --quantizer {tq[variant]} --from natural"
+        raise FileNotFoundError(f"no model card {path}; train it with `{how}`")
     return json.loads(path.read_text())
 
 
