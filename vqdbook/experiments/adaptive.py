@@ -278,7 +278,8 @@ def adaptive_frame(records: list[dict] | None = None, *, worst: bool = True):
         p, r = rec["params"], rec["result"]
         a = AttackSpec.from_params(p["attack"])
         q = QuantizerSpec.from_params(p["defense"])
-        rows.append({"dataset": p["dataset"], "method": _method(p), "s": q.s if q else None, "k": q.k if q else None,
+        rows.append({"dataset": p["dataset"], "method": _method(p), "variant": p["variant"],
+                     "s": q.s if q else None, "k": q.k if q else None,
                      "label": q.label if q else _BASELINE_LABELS.get(_method(p), _method(p)),
                      "eps": p["eps"], "eps_reading": p["eps_reading"], "eps_pixels": r["radius_pixels"],
                      "attack": attack_key(a), "threat": a.threat, "kind": a.kind, "loss": a.loss, "steps": a.steps,
@@ -319,7 +320,7 @@ def worst_case(frame):
         correct = sum(robust)
         lo, hi = wilson_interval(correct, n)
         first = grp[grp["n"] == n].iloc[0]
-        out.append({**{c: first[c] for c in ("dataset", "method", "s", "k", "label", "eps", "eps_reading",
+        out.append({**{c: first[c] for c in ("dataset", "method", "variant", "s", "k", "label", "eps", "eps_reading",
                                                "eps_pixels", "seed", "_defense", "_variant")},
                     "n": n, "attack": "worst-case", "threat": "adaptive", "kind": None, "loss": None, "steps": None,
                     "eot": None, "votes": None, "accuracy": correct / n, "ci_lo": lo, "ci_hi": hi,

@@ -1,0 +1,228 @@
+"""Figure 8 (Sections 3.5 and 4.4): pRD and swRD with the classifier trained on quantized images
+(t-pRD, t-swRD), under the paper's oblivious protocol and under adaptive attacks.
+
+For each quantizer Q of Figure 8 (:func:`vqdbook.models.tquant_spec`) two defended classifiers are
+compared: f∘Q with the naturally trained f (pRD, swRD) and f̂∘Q with f̂ trained on Q's outputs
+(t-pRD, t-swRD: the weights variant ``t-prd`` / ``t-swrd``). Under the oblivious protocol the
+attacked classifier is the one the defense uses: PGD on f̂, then f̂(Q(x′)) (``robust_accuracy``
+records, :mod:`vqdbook.experiments.adversarial`). Under the adaptive protocol the attacks of
+:mod:`vqdbook.experiments.adaptive` attack f̂∘Q itself (``adaptive`` records). What training
+changes is shown by the vote margins of Theorem 1 on clean images (``tquant_margins`` records).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .. import paper
+from ..certify import margin, vote_frequencies
+from ..data import load_dataset, spec
+from ..kl import derive_seed
+from ..models import DEFAULT_ARCH, TQUANT_VARIANTS, tquant_spec
+from ..results import load_or_run, load_record
+from . import adaptive
+from .adversarial import model_available, robust_accuracy_record
+
+__all__ = ["N", "N_MARGIN", "T_MARGIN", "READINGS", "fig8_rows", "oblivious_params", "run_fig8", "fig8_frame",
+           "run_margins", "margins_frame", "run_adaptive_tquant", "gao_frame", "chapter_cells"]
+
+#: Test images per oblivious Figure 8 point (the n of the tables' CPU records).
+N = 1000
+#: Clean test images and quantizer draws per image for the vote margins.
+N_MARGIN, T_MARGIN = 200, 100
+#: ε readings per dataset (MNIST: both, see chapter 3; CIFAR-10: pixels).
+READINGS = {"mnist": ("pixels", "normalized"), "cifar10": ("pixels",)}
+_ATTACK = {"pixels": "pgd-oblivious", "normalized": "pgd-oblivious-normeps"}
+
+
+def fig8_rows(dataset: str) -> list[dict]:
+    """The four defended classifiers of Figure 8 for ``dataset``: (method, model, variant, defense, label)."""
+    name = spec(dataset).name
+    rows = []
+    for m in ("prd", "swrd"):
+        q = tquant_spec(name, m)
+        for model, variant in (("f", None), ("f̂", TQUANT_VARIANTS[m])):
+            if model_available(name, variant):
+                rows.append({"method": m, "model": model, "variant": variant, "defense": q.params(),
+                             "label": ("t-" if variant else "") + q.name + f" (s={q.s}, k={q.k})"})
+    return rows
+
+
+def _eps_grid(name):
+    table = paper.TABLE_DATASETS[name]
+    return [e / paper.UNITS[name] for e in paper.TABLES[table][1]]
+
+
+def oblivious_params(name, row, eps, reading, n=N, seed=0) -> dict:
+    """The ``robust_accuracy`` key of one oblivious Figure 8 point (the tables' key for f's rows)."""
+    return dict(dataset=name, arch=DEFAULT_ARCH[name], variant=row["variant"], defense=row["defense"], eps=eps, n=n,
+                seed=seed, votes=1, attack=_ATTACK[reading])
+
+
+def run_fig8(datasets=("mnist", "cifar10"), n: int = N, seed: int = 0, device: str = "cpu",
+             progress: bool = True) -> list[dict]:
+    """The oblivious Figure 8 records: every row of :func:`fig8_rows` at every ε of the dataset's table,
+    under each ε reading of :data:`READINGS` (f's pixel-reading records are Table 1 and 2's own)."""
+    from tqdm.auto import tqdm
+
+    jobs = [(spec(d).name, r, e, reading) for d in datasets for reading in READINGS[spec(d).name]
+            for e in _eps_grid(spec(d).name) for r in fig8_rows(d)]
+    return [robust_accuracy_record(**oblivious_params(name, r, e, reading, n, seed), device=device)
+            for name, r, e, reading in tqdm(jobs, desc="fig8", disable=not progress)]
+
+
+def fig8_frame(n: int = N, seed: int = 0):
+    """Figure 8 from stored records: one row per (dataset, reading, defended classifier, ε, threat).
+
+    ``threat`` is ``oblivious`` (the paper's protocol, on the classifier the defense uses) or
+    ``adaptive worst case`` (the per-image worst case over the adaptive records of that cell, at the
+    largest n it was run at). Columns: ``dataset, eps_reading, method, model, label, eps, threat, n,
+    accuracy, ci_lo, ci_hi``.
+    """
+    import pandas as pd
+
+    out = []
+    for name in READINGS:
+        for reading in READINGS[name]:
+            for r in fig8_rows(name):
+                for e in _eps_grid(name):
+                    rec = load_record("robust_accuracy", oblivious_params(name, r, e, reading, n, seed))
+                    if rec is None:
+                        continue
+                    res = rec["result"]
+                    out.append({"dataset": name, "eps_reading": reading, "method": r["method"], "model": r["model"],
+                                "label": r["label"], "eps": e, "threat": "oblivious", "n": res["n"],
+                                "accuracy": res["accuracy"], "ci_lo": res["ci95"][0], "ci_hi": res["ci95"][1]})
+    adv = adaptive.adaptive_frame()
+    if not adv.empty:
+        worst = adv[adv["attack"] == "worst-case"]
+        for name in READINGS:
+            for r in fig8_rows(name):
+                variant = r["variant"]
+                sub = worst[(worst["dataset"] == name) & (worst["method"] == r["method"])
+                            & (worst["s"] == r["defense"]["s"]) & (worst["k"] == r["defense"]["k"])]
+                sub = sub[sub["variant"].isna()] if variant is None else sub[sub["variant"] == variant]
+                for _, w in sub.iterrows():
+                    out.append({"dataset": name, "eps_reading": w["eps_reading"], "method": r["method"],
+                                "model": r["model"], "label": r["label"], "eps": w["eps"],
+                                "threat": "adaptive worst case", "n": w["n"], "accuracy": w["accuracy"],
+                                "ci_lo": w["ci_lo"], "ci_hi": w["ci_hi"]})
+    return pd.DataFrame(out)
+
+
+def run_adaptive_tquant(dataset: str, *, seed: int = 0, device: str = "cpu", progress: bool = True) -> list[dict]:
+    """The adaptive headline cell (:data:`vqdbook.experiments.adaptive.HEADLINE`) for the t-models: the
+    oblivious, straight-through and APGD-CE attacks on f̂∘Q (f∘Q's are the adaptive chapter's own)."""
+    name = spec(dataset).name
+    h = adaptive.HEADLINE[name]
+    suite = adaptive.attack_suite(name)
+    out = []
+    for r in fig8_rows(name):
+        if r["variant"] is None:
+            continue
+        for key in adaptive._MAIN:
+            out.append(adaptive.adaptive_record(name, r["defense"], h["eps"], suite[key], h["n"], seed,
+                                                variant=r["variant"], eps_reading=h["eps_reading"], device=device,
+                                                progress=progress))
+    return out
+
+
+def gao_frame():
+    """Gao et al. (2022)'s claim tested at the headline cells: is f̂∘Q (trained to be invariant to Q)
+    easier to attack through Q than f∘Q? Per quantizer and classifier, at the largest n run: the
+    oblivious accuracy, the adaptive worst case (both %, the same images) and the drop between them."""
+    import pandas as pd
+
+    adv = adaptive.adaptive_frame()
+    out = []
+    if adv.empty:
+        return pd.DataFrame(out)
+    for name, h in adaptive.HEADLINE.items():
+        cell = adv[(adv["dataset"] == name) & (adv["eps_reading"] == h["eps_reading"])
+                   & np.isclose(adv["eps"], h["eps"])]
+        for r in fig8_rows(name):
+            d = r["defense"]
+            g = cell[(cell["method"] == r["method"]) & (cell["s"] == d["s"]) & (cell["k"] == d["k"])]
+            g = g[g["variant"].isna()] if r["variant"] is None else g[g["variant"] == r["variant"]]
+            w = g[g["attack"] == "worst-case"]
+            if w.empty:
+                continue
+            n = int(w["n"].iloc[0])
+            o = g[(g["attack"] == "oblivious-pgd") & (g["n"] == n)]
+            obl = float(o["accuracy"].iloc[0]) if len(o) else np.nan
+            wa = float(w["accuracy"].iloc[0])
+            out.append({"dataset": name, "ε": paper.eps_label(name, h["eps"])
+                        + (" (normalized)" if h["eps_reading"] == "normalized" else ""),
+                        "defense": r["label"], "classifier": r["model"], "n": n, "oblivious (%)": round(100 * obl, 1),
+                        "adaptive worst case (%)": round(100 * wa, 1), "drop (points)": round(100 * (obl - wa), 1)})
+    return pd.DataFrame(out)
+
+
+def _margins(dataset, method, variant, n, t, seed) -> dict:
+    from .adversarial import classifier
+
+    x, y = load_dataset(dataset, "test", n, seed=seed)
+    net = classifier(dataset, None, variant)
+    q = tquant_spec(dataset, method)
+    probs = []
+    for i in range(n):
+        g = torch.Generator().manual_seed(derive_seed("tquant-votes", dataset, method, seed, i))
+        probs.append(vote_frequencies(net, x[i], q, t, g).numpy())
+    probs = np.stack(probs)
+    mg = margin(probs, y.numpy())
+    return {"margin": mg.tolist(), "vote_correct": (probs.argmax(1) == y.numpy()).tolist(),
+            "vote_accuracy": float((probs.argmax(1) == y.numpy()).mean()), "median_margin": float(np.median(mg))}
+
+
+def run_margins(datasets=("mnist", "cifar10"), n: int = N_MARGIN, t: int = T_MARGIN, seed: int = 0) -> list[dict]:
+    """Theorem 1's margins on clean images for f∘Q and f̂∘Q (``tquant_margins`` records): the class
+    frequencies of ``t`` quantizer draws per image (:func:`vqdbook.certify.vote_frequencies`)."""
+    out = []
+    for d in datasets:
+        name = spec(d).name
+        for r in fig8_rows(name):
+            params = dict(dataset=name, method=r["method"], variant=r["variant"], n=n, t=t, seed=seed)
+            out.append(load_or_run("tquant_margins", params, lambda **p: _margins(**p)))
+    return out
+
+
+def margins_frame(n: int = N_MARGIN, t: int = T_MARGIN, seed: int = 0):
+    """The stored margin records: per dataset and defended classifier, the majority vote's clean
+    accuracy and the margin's quartiles (Theorem 1 needs margin² / 2 to exceed the KL)."""
+    import pandas as pd
+
+    out = []
+    for name in READINGS:
+        for r in fig8_rows(name):
+            rec = load_record("tquant_margins", dict(dataset=name, method=r["method"], variant=r["variant"], n=n,
+                                                     t=t, seed=seed))
+            if rec is None:
+                continue
+            mg = np.array(rec["result"]["margin"])
+            out.append({"dataset": name, "defense": r["label"], "classifier": r["model"], "n": n, "votes": t,
+                        "vote accuracy (%)": round(100 * rec["result"]["vote_accuracy"], 1),
+                        "margin q25": round(float(np.quantile(mg, 0.25)), 3),
+                        "margin median": round(float(np.median(mg)), 3),
+                        "margin q75": round(float(np.quantile(mg, 0.75)), 3),
+                        "½ median margin²": round(0.5 * float(np.median(mg)) ** 2, 4)})
+    return pd.DataFrame(out)
+
+
+def chapter_cells(seed: int = 0) -> list[tuple[str, dict]]:
+    """The records the Figure 8 chapter renders: the oblivious points of the t-models (f's are the
+    tables'), their adaptive headline cells and the margins."""
+    cells = []
+    for name in READINGS:
+        rows = fig8_rows(name)
+        for reading in READINGS[name]:
+            cells += [("robust_accuracy", oblivious_params(name, r, e, reading, N, seed))
+                      for r in rows for e in _eps_grid(name) if r["variant"] is not None]
+        h = adaptive.HEADLINE[name]
+        suite = adaptive.attack_suite(name)
+        cells += [("adaptive", adaptive.adaptive_params(name, r["defense"], h["eps"], suite[k], h["n"], seed,
+                                                        r["variant"], h["eps_reading"]))
+                  for r in rows if r["variant"] is not None for k in adaptive._MAIN]
+        cells += [("tquant_margins", dict(dataset=name, method=r["method"], variant=r["variant"], n=N_MARGIN,
+                                          t=T_MARGIN, seed=seed)) for r in rows]
+    return cells
