@@ -9,7 +9,8 @@ from . import paper
 
 __all__ = ["to_numpy_image", "show_image", "image_grid", "confusion_matrix_plot", "patch_partition_figure",
            "quantized_grid", "fig4_plot", "fig5_plot", "figure7", "fig6_plot", "table_curves_plot", "variant_plot",
-           "frame_view", "adaptive_curves_plot", "convergence_plot"]
+           "frame_view", "adaptive_curves_plot", "convergence_plot", "certified_curves_plot", "kl_validation_plot",
+           "second_term_plot"]
 
 
 def to_numpy_image(x):
@@ -426,6 +427,153 @@ def convergence_plot(frame, title: str | None = None):
                      + f"; {fixed} = {other}, n = {r['n']}", fontsize=8)
         ax.set_ylabel("accuracy (%)")
         ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+_CURVE_STYLE = {"randdisc": dict(color="C0", marker="o"), "prd": dict(color="C1", marker="s"),
+                "swrd": dict(color="C2", marker="^")}
+
+
+def certified_curves_plot(curves, best: dict | None = None, datasets=None):
+    """Certified accuracy against l-infinity radius (Cohen et al.'s curves), one panel per dataset.
+
+    ``curves`` is :func:`vqdbook.experiments.certified_curves`. Theorem 1's estimated curves for
+    RandDisc, pRD and swRD are solid steps; randomized smoothing (certified) is dashed black at the
+    quantizers' sigma, dotted at ``best[dataset]`` (the sigma that serves it best) and faint grey
+    at the other noise levels tried. The radius axis is logarithmic; radius 0 (clean accuracy of
+    the vote, resp. of the smoothed classifier) is drawn at the left edge as open markers.
+    """
+    import matplotlib.pyplot as plt
+
+    datasets = list(dict.fromkeys(curves["dataset"])) if datasets is None else list(datasets)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.4 * len(datasets), 4.8), squeeze=False)
+    for ax, ds in zip(axes[0], datasets):
+        sub = curves[curves["dataset"] == ds]
+        pos = sub[sub["radius"] > 0]
+        left = pos["radius"].min() / 2
+        q_sigma = paper.NOISE[ds]["sigma"]
+        for method in paper.QUANTIZERS:
+            g = sub[sub["method"] == method].sort_values("radius")
+            if g.empty:
+                continue
+            st = _CURVE_STYLE[method]
+            gp = g[g["radius"] > 0]
+            ax.step(gp["radius"], 100 * gp["certified_accuracy"], where="post", color=st["color"],
+                    label=f"{paper.METHOD_LABELS[method]} (Thm. 1, estimated; n={int(g['n'].iloc[0])})")
+            ax.plot([left], [100 * g["certified_accuracy"].iloc[0]], st["marker"], mfc="none", color=st["color"])
+        sm = sub[sub["method"] == "smoothing"]
+        for sigma, g in sm.groupby("sigma"):
+            g = g.sort_values("radius")
+            gp = g[g["radius"] > 0]
+            if abs(sigma - q_sigma) < 1e-6:
+                kw = dict(color="k", ls="--", lw=1.6,
+                          label=f"smoothing σ = {255 * sigma:.0f}/255 (certified; n={int(g['n'].iloc[0])})")
+            elif best and abs(sigma - best.get(ds, -1)) < 1e-6:
+                kw = dict(color="k", ls=":", lw=1.8, label=f"smoothing σ = {255 * sigma:.0f}/255 (best)")
+            else:
+                kw = dict(color="0.7", ls="-", lw=0.8)
+            ax.plot(gp["radius"], 100 * gp["certified_accuracy"], **kw)
+            if "label" in kw:
+                ax.plot([left], [100 * g["certified_accuracy"].iloc[0]], "D", mfc="none", color=kw["color"], ms=4)
+        ax.axvline(q_sigma, color="0.5", lw=0.7, ls="-.")
+        ax.text(q_sigma, 101, " σ = 4/255", fontsize=7, color="0.4", va="bottom")
+        ax.set_xscale("log")
+        ax.set_xlim(left / 1.5, pos["radius"].max() * 1.2)
+        ax.set_ylim(-3, 108)
+        ax.set_xlabel("ℓ∞ radius r (on [0, 1]); open markers: r = 0")
+        ax.set_ylabel("certified accuracy at r (%)")
+        ax.set_title(ds.upper() if ds == "mnist" else "CIFAR-10", fontsize=10)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def kl_validation_plot(frame, target: float = 0.5):
+    """The estimator of eq. (9) on problems with a known KL: estimate minus truth against the
+    dimension, at the true KL nearest ``target``; one panel per sampling mode (independent samples,
+    as the paper; common random numbers, as the certified radii), error bars = std over repetitions.
+
+    ``frame`` is :func:`vqdbook.experiments.validation_frame`.
+    """
+    import matplotlib.pyplot as plt
+
+    modes = [m for m in ("independent", "crn") if m in set(frame["mode"])]
+    fig, axes = plt.subplots(1, len(modes), figsize=(5.2 * len(modes), 3.5), squeeze=False, sharey=False)
+    markers = {"gaussian": "o", "mixture": "s"}
+    for ax, mode in zip(axes[0], modes):
+        sub = frame[frame["mode"] == mode]
+        for (problem, k_gmm, n), g in sub.groupby(["problem", "k_gmm", "n_samples"]):
+            g = g.loc[g.groupby("d")["true_kl"].apply(lambda s: (s - target).abs().idxmin())].sort_values("d")
+            ax.errorbar(g["d"] * (1.06 if n > 2000 else 0.94), g["bias"], yerr=g["std"], marker=markers[problem],
+                        ms=4, capsize=2, lw=0.8, color="C0" if k_gmm == 1 else "C3", mfc="none" if n > 2000 else None,
+                        label=f"{problem}, k_gmm={k_gmm if k_gmm == 1 else 'paper'}, n={n:,}")
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set_xscale("log")
+        ax.set_xticks([4, 16, 30, 120], ["4", "16", "30", "120"])
+        ax.set_xlabel("dimension of the centre vector")
+        ax.set_ylabel(f"estimate − true KL (true KL ≈ {target})")
+        ax.set_title("independent samples (the paper's estimate)" if mode == "independent"
+                     else "common random numbers (the certified radii)", fontsize=9)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def second_term_plot(frame):
+    """The second term of eq. (7) on the exact small case (:func:`vqdbook.experiments.radii.second_term_case`):
+    exact value, the Monte-Carlo estimate and cap x flipped pixels, against eps (log-log)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.4, 3.4))
+    ax.plot(frame["eps"], frame["exact"], "k-", marker="o", ms=3, label="exact (closed form)")
+    ax.plot(frame["eps"], frame["estimate"], "C3--", marker="s", ms=3, label="estimate (Monte Carlo, add-½)")
+    flips = frame[frame["flips"] > 0]
+    ax.plot(flips["eps"], flips["cap_times_flips"], "C0:", marker="^", ms=3, label="log(2·n_draws+1) × flipped pixels")
+    ax.axvline(paper.NOISE["mnist"]["tau"], color="0.5", lw=0.7, ls="-.")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.text(paper.NOISE["mnist"]["tau"], ax.get_ylim()[0] * 1.5, " τ = 4/255", fontsize=7, color="0.4", va="bottom")
+    ax.set_xlabel("ε (every pixel moved by +ε)")
+    ax.set_ylabel("second term of eq. (7)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def fig8_plot(frame, dataset: str, eps_reading: str = "pixels", title: str | None = None):
+    """Figure 8: accuracy over ε for pRD vs t-pRD and swRD vs t-swRD (one panel per quantizer), from
+    :func:`vqdbook.experiments.tquant.fig8_frame`. Lines: the oblivious protocol (PGD on the
+    classifier the defense uses) with 95% bands; large markers: the adaptive worst case where it was run."""
+    import matplotlib.pyplot as plt
+
+    sub = frame[(frame["dataset"] == dataset) & (frame["eps_reading"] == eps_reading)]
+    methods = [m for m in ("prd", "swrd") if m in set(sub["method"])]
+    fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 3.1), sharey=True, squeeze=False)
+    unit = paper.UNITS[dataset]
+    for ax, m in zip(axes[0], methods):
+        for model, g in sub[sub["method"] == m].groupby("model", sort=False):
+            color = "C0" if model == "f" else "C3"
+            o = g[g["threat"] == "oblivious"].sort_values("eps")
+            label = o["label"].iloc[0] if len(o) else g["label"].iloc[0]
+            if len(o):
+                ax.plot(o["eps"] * unit, 100 * o["accuracy"], marker="o", ms=3, color=color,
+                        label=f"{label}, oblivious (n = {int(o['n'].max())})")
+                ax.fill_between(o["eps"] * unit, 100 * o["ci_lo"], 100 * o["ci_hi"], color=color, alpha=0.15)
+            a = g[g["threat"] == "adaptive worst case"]
+            if len(a):
+                ax.errorbar(a["eps"] * unit, 100 * a["accuracy"],
+                            yerr=[100 * (a["accuracy"] - a["ci_lo"]), 100 * (a["ci_hi"] - a["accuracy"])],
+                            fmt="*", ms=11, color=color, capsize=3, label=f"{label}, adaptive worst case")
+        ax.set_title(paper.METHOD_LABELS[m] + " vs t-" + paper.METHOD_LABELS[m], fontsize=9)
+        suffix = paper.eps_unit_suffix(dataset)
+        ax.set_xlabel("ε" + (f" ({suffix})" if suffix else "") + (" on normalized inputs"
+                                                                   if eps_reading == "normalized" else ""))
+        ax.set_ylim(-3, 103)
+        ax.legend(fontsize=6.5, loc="lower left")
+    axes[0, 0].set_ylabel("accuracy (%)")
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
