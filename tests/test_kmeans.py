@@ -214,16 +214,27 @@ def test_bad_input(call, exc, name):
         call(X)
 
 
-def test_idle_measurement_spans_a_window_and_is_reused(monkeypatch):
-    """The auto thread mode decides from idle time summed over >= IDLE_WINDOW seconds of samples
-    (one 10 ms jiffy per short chunk says nothing) and reuses the decision for IDLE_TTL seconds."""
+def test_thread_rule_is_torchs_thread_count_capped_by_chunks(monkeypatch):
+    """The one thread rule (vqdbook.parallel.worker_threads): ``threads`` if given, else torch's
+    thread count as it was before the call set intra-op threads to 1; at most one per chunk; no
+    reading of the machine's load."""
     from vqdbook import parallel as K
 
-    monkeypatch.setattr(K, "_IDLE", {"idle": None, "at": -1e9, "jiffies": 0.0, "seconds": 0.0, "last": -1e9})
-    monkeypatch.setattr(K, "_CLK_TCK", 100)
-    assert K._recent_idle() is None
-    assert K._add_idle_sample(1, 0.02) is None          # 20 ms: too short to judge
-    assert K._add_idle_sample(5, 0.04) == pytest.approx(1.0)   # 6 jiffies over 60 ms: one idle core
-    assert K._recent_idle() == pytest.approx(1.0)
-    K._IDLE["at"] -= K.IDLE_TTL + 1                       # an old decision is measured again
-    assert K._recent_idle() is None
+    prev = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert K.worker_threads(None, 8) == 2
+        assert K.worker_threads(None, 1) == 1          # one chunk: one worker
+        assert K.worker_threads(3, 8) == 3 and K.worker_threads(3, 2) == 2
+        with K.single_intra_op():                      # inside the call torch runs 1 intra-op thread ...
+            assert torch.get_num_threads() == 1
+            assert K.worker_threads(None, 8) == 2      # ... but the rule reads the count from before
+        used = []
+        monkeypatch.setattr(K, "_pool", lambda workers: used.append(workers) or K.ThreadPoolExecutor(workers))
+        X = _patches("cifar10", 4, 4)
+        kmeans(X, 25, chunk_size=1, generator=torch.Generator().manual_seed(0))
+        kmeans(X, 25, chunk_size=4, generator=torch.Generator().manual_seed(0))
+        assert used == [2]                              # 4 chunks: 2 workers; 1 chunk: the calling thread
+        assert not hasattr(K, "IDLE_WINDOW") and not hasattr(K, "_idle_jiffies")
+    finally:
+        torch.set_num_threads(prev)

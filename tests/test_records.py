@@ -21,6 +21,12 @@ SCHEMA = {
     "bench_quantizers": {"configs", "machine"},
     "bench_kl": {"n_samples"},
     "bench_table1": {"seconds_total", "seconds_attack"},
+    "bench_tquant": {"seconds_natural", "seconds_tquant", "seconds_quantize", "seconds_train_step", "ratio", "machine"},
+    "certified_radius": {"counts", "margin_lower", "budget", "radius", "correct", "evaluated"},
+    "smoothing": {"prediction", "correct", "radius_l2", "radius_linf", "clean_accuracy"},
+    "kl_validation": {"points"},
+    "adaptive": {"accuracy", "ci95", "correct", "correct_bits", "n", "seconds_attack"},
+    "bench_certify": {"per_image", "machine"},
 }
 PROVENANCE = {"kind", "params", "params_key", "result", "runtime_s", "created", "checksum", "versions", "hardware",
               "commit"}

@@ -93,7 +93,8 @@ from .validation import check_int, check_real
 
 __all__ = [
     "sample_centers", "sample_center_vectors", "sort_centers", "kl_gmm", "kl_gaussians",
-    "min_gmm_samples", "second_term", "one_image", "derive_seed", "DEFAULT_CHUNK", "N_MC",
+    "min_gmm_samples", "second_term", "kl_at", "second_term_exact_1d", "one_image", "derive_seed",
+    "DEFAULT_CHUNK", "N_MC",
 ]
 
 #: Centre-set samples per k-means call (one chunk); bounds memory, keeps the working set in cache.
@@ -270,19 +271,23 @@ def _as_samples(a, name) -> np.ndarray:
         raise ValueError(f"{name} must be finite (no NaN or inf)")
     return np.asarray(a, dtype=np.float64)
 
-def _fit_gmm(A: np.ndarray, k_gmm: int, seed: int, reg_covar: float, max_iter: int):
-    """scikit-learn's ``GaussianMixture`` (full covariances) fitted to standardised samples."""
+def _fit_gmm(A: np.ndarray, k_gmm: int, seed: int, reg_covar: float, max_iter: int, init=None,
+             tol: float = 1e-3):
+    """scikit-learn's ``GaussianMixture`` (full covariances) fitted to standardised samples
+    (EM started from the fitted mixture ``init`` when given; ``tol=0``: exactly ``max_iter`` steps)."""
     from sklearn.mixture import GaussianMixture
 
+    warm = {} if init is None else dict(weights_init=init.weights_, means_init=init.means_,
+                                        precisions_init=init.precisions_)
     gm = GaussianMixture(k_gmm, covariance_type="full", reg_covar=reg_covar, max_iter=max_iter,
-                         random_state=seed)
+                         random_state=seed, tol=tol, **warm)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*converge.*")
         return gm.fit(A)
 
 def kl_gmm(samples_p, samples_q, k_gmm: int, n_mc: int = N_MC, seed: int = 0, *,
            reg_covar: float = 1e-6, max_iter: int = 200, return_se: bool = False,
-           return_info: bool = False, _fit_cache: dict | None = None):
+           return_info: bool = False, warm_start: bool = False, _fit_cache: dict | None = None):
     """``D_KL(Q_hat_{C|X=x} || Q_hat_{C|X=x'})`` of eq. (9), between Gaussian mixtures fitted to samples.
 
     Fits ``GaussianMixture(k_gmm, covariance_type="full", reg_covar, random_state=seed)`` to
@@ -300,6 +305,10 @@ def kl_gmm(samples_p, samples_q, k_gmm: int, n_mc: int = N_MC, seed: int = 0, *,
     seed : int -- ``random_state`` of both fits and of the Monte-Carlo draws
     reg_covar, max_iter : passed to ``GaussianMixture`` (``reg_covar`` is on the standardised
         scale, i.e. relative to the variance of ``samples_p``)
+    warm_start : start the EM of ``q_hat`` from the fitted ``p_hat`` instead of from k-means
+        (default False, the paper's two independent fits). For ``x'`` close to ``x`` sampled with
+        common random numbers this keeps the components of the two fits matched (no label
+        switching between fits) and needs a few EM iterations instead of tens.
 
     Returns the estimate (float); with ``return_se`` also its Monte-Carlo standard error
     ``std(log p - log q) / sqrt(n_mc)``; with ``return_info`` a dict (``kl``, ``se``,
@@ -340,7 +349,8 @@ def kl_gmm(samples_p, samples_q, k_gmm: int, n_mc: int = N_MC, seed: int = 0, *,
         gp = _fit_gmm((P - mu) / scale, k_gmm, seed, reg_covar, max_iter)
         if _fit_cache is not None:
             _fit_cache.update(key=key, fit=(mu, scale, gp))
-    gq = gp if same else _fit_gmm((Q - mu) / scale, k_gmm, seed, reg_covar, max_iter)
+    gq = gp if same else _fit_gmm((Q - mu) / scale, k_gmm, seed, reg_covar, max_iter,
+                                  gp if warm_start else None)
     U, _ = gp.sample(n_mc)
     diff = np.empty(n_mc)
     for a in range(0, n_mc, _MC_BATCH):
@@ -462,3 +472,68 @@ def second_term(x: torch.Tensor, x_adv: torch.Tensor, quantizer: QuantizerSpec, 
             "se_u": float(arr.std(ddof=1) / math.sqrt(U)) if U > 1 else 0.0,
             "n_units": int(kl_units.numel()), "n_changed": float(np.mean(changed)),
             "max_unit": max_unit, "cap": math.log(2 * n_draws + 1)}
+
+
+# --------------------------------------------------------------------------------------------
+# eq. (6) at one point x': both terms, common random numbers
+# --------------------------------------------------------------------------------------------
+
+def kl_at(x: torch.Tensor, x_adv: torch.Tensor, quantizer: QuantizerSpec, k_gmm: int, *, n_samples: int,
+          n_u: int, n_draws: int, seed: int, n_mc: int = N_MC, samples_p=None, second: bool = True,
+          warm_start: bool = True, fit_cache: dict | None = None) -> dict:
+    """The estimate of eq. (6) at one point: first term (eq. (9)) plus second term (eq. (7)/(8)).
+
+    ``n_samples`` centre vectors of ``x`` and of ``x_adv`` with the same generator seed ``seed``
+    (common random numbers: ``x_adv = x`` gives exactly 0), :func:`kl_gmm` with ``k_gmm``
+    components (``warm_start``: the fit for ``x_adv`` starts from the fit for ``x``), and
+    :func:`second_term` over the first ``n_u`` centre sets with ``n_draws`` assignment draws.
+    ``samples_p`` (the centre vectors of ``x`` for this seed) and ``fit_cache`` (a dict) let many
+    points of one image share the clean samples and the fit of ``p_hat``. Returns ``{"first",
+    "first_se", "second", "second_n_changed", "total"}``; ``second`` is 0 when ``second=False``.
+    """
+    q = _quantizer(quantizer)
+    if samples_p is None:
+        samples_p = sample_center_vectors(x, q, n_samples, torch.Generator().manual_seed(seed))
+    vq = sample_center_vectors(x_adv, q, n_samples, torch.Generator().manual_seed(seed))
+    info = kl_gmm(samples_p, vq, k_gmm, n_mc, 0, return_info=True, warm_start=warm_start,
+                  _fit_cache=fit_cache)
+    out = {"first": info["kl"], "first_se": info["se"], "second": 0.0, "second_n_changed": 0.0}
+    if second:
+        st = second_term(x, x_adv, q, torch.as_tensor(samples_p[:n_u]), n_draws=n_draws,
+                         generator=torch.Generator().manual_seed(seed + 1))
+        out.update(second=st["value"], second_n_changed=st["n_changed"])
+    out["total"] = out["first"] + out["second"]
+    return out
+
+
+def second_term_exact_1d(x, x_adv, centers, tau: float) -> np.ndarray:
+    """Exact per-pixel second term of eq. (7) for RandDisc with two scalar centres (``s = 1``, ``C = 1``).
+
+    With centres ``c0 < c1`` and assignment noise ``w ~ N(0, tau^2)`` (eq. (1)), pixel ``v`` goes to
+    ``c0`` with probability ``a(v) = Phi((c0/2 + c1/2 - v) / tau)``; the per-pixel term is
+    ``D_KL(Bern(a(x_i)) || Bern(a(x'_i)))`` (a closed form, computed with log-probabilities so
+    that flips far beyond ``tau`` are exact too). The reference for :func:`second_term`'s
+    Monte-Carlo estimate and its cap ``log(2 n_draws + 1)`` per flipped pixel.
+
+    Examples::
+
+        >>> from vqdbook.kl import second_term_exact_1d
+        >>> second_term_exact_1d([0.2, 0.5], [0.2, 0.6], [0.0, 1.0], 0.05).round(2).tolist()
+        [0.0, 1.21]
+    """
+    from scipy.stats import norm
+
+    c = np.sort(np.asarray(centers, dtype=np.float64).reshape(-1))
+    if c.shape != (2,) or c[0] == c[1]:
+        raise ValueError("centers must be two distinct scalars")
+    tau = _real(tau, "tau")
+    if tau <= 0:
+        raise ValueError("tau must be > 0")
+    v, w = np.asarray(x, np.float64).reshape(-1), np.asarray(x_adv, np.float64).reshape(-1)
+    if v.shape != w.shape:
+        raise ValueError("x and x_adv must have the same number of pixels")
+    mid = c.mean()
+    z, z2 = (mid - v) / tau, (mid - w) / tau
+    la, lb = norm.logcdf(z), norm.logsf(z)              # log a, log (1 - a)
+    la2, lb2 = norm.logcdf(z2), norm.logsf(z2)
+    return np.exp(la) * (la - la2) + np.exp(lb) * (lb - lb2)

@@ -19,8 +19,12 @@ scikit-learn this is the bottleneck of every experiment, so :func:`kmeans` solve
   returned centres, and ``inertia`` is the sum of squared distances of the points to the centres
   of their labels -- the same semantics as ``KMeans.inertia_``.
 
-Distances are computed as batched matrix products, ``||x||^2 - 2 x.c + ||c||^2`` (``baddbmm``), and
-the centre sums of the M-step with one ``index_add_`` over the flattened batch.
+Distances are computed as batched matrix products, ``||x||^2 - 2 x.c + ||c||^2`` (``baddbmm``; in
+the Lloyd iterations one ``bmm`` with a column of ones appended to the points, which also counts the
+clusters' sizes in the M-step). The centre sums of the M-step are kept from one iteration to the next
+and updated with the points that changed cluster (on CPU; from scratch on GPU, where a one-hot matrix
+product is deterministic): the running sums equal fresh sums up to float rounding, so a seed gives
+the same clustering as summing afresh except where a near-tie in the last bits goes the other way.
 
 Everything runs on the device of ``X``; the only Python loops are over k-means++ steps, Lloyd
 iterations and chunks of problems (a few dozen problems per chunk on CPU, all of them on GPU),
@@ -186,57 +190,67 @@ def kmeans_plusplus(X: torch.Tensor, k: int, *, generator: torch.Generator | Non
 # Lloyd
 # --------------------------------------------------------------------------------------------
 
-def _estep(X, C, koff):
+def _estep(Xa, C, koff, w):
     """E-step for centres ``C (B, k, d)``: the nearest-centre rule of eq. (1) without noise.
 
-    Returns ``flat (B, n)`` -- ``b*k + label`` (the label offset into the flattened batch) -- and
-    ``vals (B, n)`` = ``min_j ||c_j||^2 - 2 x.c_j``; ``koff`` is ``b*k + k`` per problem ``(B, 1)``.
-    Labels are the *first* nearest centre among exact ties, as in scikit-learn.
+    ``Xa = [X, 1]`` are the points with a column of ones ``(B, n, d+1)``, so that one batched matrix
+    product ``[-2C, ||c||^2] @ Xa^T`` gives ``||c||^2 - 2 x.c`` (the squared distance up to the
+    constant ``||x||^2``) without a separate pass for ``||c||^2``; ``w`` holds the weights
+    ``k, ..., 1`` ``(1, k, 1)``. Returns ``flat (B, n)`` -- ``b*k + label`` (the label offset into the
+    flattened batch) -- for ``koff`` = ``b*k + k`` per problem ``(B, 1)``. Labels are the *first*
+    nearest centre among exact ties, as in scikit-learn (see :func:`first_argmin`).
     """
-    k = C.shape[1]
     c_sq = torch.linalg.vecdot(C, C)
-    D = torch.baddbmm(c_sq[:, :, None], C, X.transpose(1, 2), alpha=-2.0)   # (B, k, n)
+    D = torch.bmm(torch.cat([C * -2.0, c_sq[:, :, None]], 2), Xa.transpose(1, 2))   # (B, k, n)
     vals = torch.amin(D, dim=1)
-    w = torch.arange(k, 0, -1, dtype=D.dtype, device=D.device).view(1, k, 1)
     top = D.le_(vals.unsqueeze(1)).mul_(w).amax(dim=1)              # k - (first argmin)
-    return koff - top.long(), vals
+    return koff - top.long()
 
 
-def _mstep(X, x_sq, flat, k, vals):
-    """M-step: new centres ``(B, k, d)`` (means of the points of each cluster), with
-    scikit-learn's empty-cluster relocation -- the codebook of eq. (1) as Lloyd refines it."""
-    B, n, d = X.shape
-    f = flat.view(-1)
-    if X.device.type == "cpu":
-        sums = X.new_zeros((B * k, d)).index_add_(0, f, X.view(B * n, d)).view(B, k, d)
-    else:
-        # on GPUs index_add_ accumulates floats with atomics (run-to-run bit differences);
-        # a one-hot matrix product is deterministic
-        base = torch.arange(B, device=X.device)[:, None] * k
-        onehot = X.new_zeros((B, k, n)).scatter_(1, (flat - base)[:, None, :], 1.0)
-        sums = torch.bmm(onehot, X)
-    counts = torch.bincount(f, minlength=B * k).view(B, k)
-    if int(counts.min()) == 0:
-        counts = counts.to(X.dtype)
-        labels = flat - torch.arange(B, device=X.device)[:, None] * k
-        _relocate_empty(sums, counts, counts == 0, X, x_sq, labels, vals)
+def _sums(Xa, flat, k):
+    """Cluster sums of the augmented points ``Xa = [X, 1]`` for the labels ``flat`` (``b*k +
+    label``): ``(B, k, d+1)``, the sums of the points in ``[..., :d]`` and the cluster sizes in
+    ``[..., d]`` (the M-step of eq. (1)'s codebook)."""
+    B, n, d1 = Xa.shape
+    if Xa.device.type == "cpu":
+        return Xa.new_zeros((B * k, d1)).index_add_(0, flat.view(-1), Xa.view(B * n, d1)).view(B, k, d1)
+    # on GPUs index_add_ accumulates floats with atomics (run-to-run bit differences);
+    # a one-hot matrix product is deterministic
+    base = torch.arange(B, device=Xa.device)[:, None] * k
+    onehot = Xa.new_zeros((B, k, n)).scatter_(1, (flat - base)[:, None, :], 1.0)
+    return torch.bmm(onehot, Xa)
+
+
+def _centres(S, Xa, C, flat):
+    """M-step: new centres ``(B, k, d)`` from the cluster sums and sizes ``S (B, k, d+1)``
+    (:func:`_sums`) of the labels ``flat``, with scikit-learn's empty-cluster relocation -- the
+    codebook of eq. (1) as Lloyd refines it. ``S`` is not changed."""
+    B, k, d1 = S.shape
+    d = d1 - 1
+    N = S[:, :, d]
+    if bool((N == 0).any()):
+        sums, counts = S[:, :, :d].clone(), N.clone()
+        labels = flat - torch.arange(B, device=S.device)[:, None] * k
+        _relocate_empty(sums, counts, counts == 0, Xa[:, :, :d], C, labels)
         return sums.div_(counts.clamp_(min=1)[:, :, None])
-    return sums.div_(counts[:, :, None])
+    return S[:, :, :d] / N[:, :, None]
 
 
-def _relocate_empty(sums, counts, empty, X, x_sq, labels, vals):
+def _relocate_empty(sums, counts, empty, X, C, labels):
     """scikit-learn's ``_relocate_empty_clusters_dense``, vectorised over the problems (keeps all
     ``k`` entries of the eq. (1) codebook in use).
 
-    For a problem with ``m`` empty clusters, its ``m`` points farthest from their (old) centre
-    become the new centres of the empty clusters (in order), and are removed from the sums of the
-    clusters they were in. Labels are not changed (as in scikit-learn).
+    For a problem with ``m`` empty clusters, its ``m`` points farthest from their centre in ``C``
+    (the centres the labels were computed for) become the new centres of the empty clusters (in
+    order), and are removed from the sums of the clusters they were in. Labels are not changed (as
+    in scikit-learn).
     """
     rows = empty.any(1).nonzero().squeeze(1)                         # problems with empties
     emp = empty[rows]                                                # (R, k)
     m = emp.sum(1)                                                   # (R,)
     M = int(m.max())
-    dist = (vals[rows] + x_sq[rows]).clamp(min=0)                    # (R, n) squared distances
+    lab = labels[rows]
+    dist = (X[rows] - take_rows(C[rows].contiguous(), lab)).square_().sum(2)   # (R, n), as scikit-learn
     far = torch.topk(dist, M, dim=1).indices                         # (R, M), farthest first
     # empty cluster ids in increasing order: a stable sort of ~emp puts the empties first
     emp_ids = torch.sort((~emp).to(torch.int8), dim=1, stable=True).indices[:, :M]   # (R, M)
@@ -253,7 +267,13 @@ def _relocate_empty(sums, counts, empty, X, x_sq, labels, vals):
     counts[r_idx, new_v] = 1.0
 
 
-def _lloyd(X, x_sq, centers, tol_b, max_iter):
+#: On CPU the cluster sums are updated by the points that changed cluster once no more than this
+#: share of the batch's points changed (summed afresh otherwise, and always on GPU, where a one-hot
+#: matrix product is deterministic).
+RUNNING_SUMS_SHARE = 0.25
+
+
+def _lloyd(X, centers, tol_b, max_iter, final_estep=True):
     """Batched Lloyd iterations with scikit-learn's stopping rule (the codebooks of eq. (1) /
     eqs. (2)-(4)); see :func:`kmeans`.
 
@@ -261,22 +281,32 @@ def _lloyd(X, x_sq, centers, tol_b, max_iter):
     points to the current centres (E-step) and recomputes the centres (M-step); it stops when the
     labels equal the previous iteration's ("strict convergence"), or when the squared centre
     shift summed over all centres is ``<= tol_b`` -- then one more E-step makes the labels match
-    the final centres -- or after ``max_iter`` iterations (also followed by an E-step).
+    the final centres (skipped with ``final_estep=False``: the centres are the same, only the
+    returned labels are those of the last E-step) -- or after ``max_iter`` iterations.
     Finished problems are recorded and, once a quarter of the batch is finished, dropped from it.
+
+    On CPU the M-step keeps the cluster sums and sizes from one iteration to the next and updates
+    them with the points that changed cluster (added to the new one, subtracted from the old one):
+    after the first few iterations only a few percent of the points move, and summing all points
+    again -- a scattered add per coordinate -- cost more than the E-step's matrix product. The
+    running sums equal fresh sums up to float rounding.
     """
     B, n, d = X.shape
     k = centers.shape[1]
     dev = X.device
+    running = dev.type == "cpu"
     out_c = centers.new_empty((B, k, d))
     out_l = torch.empty((B, n), dtype=torch.long, device=dev)
     out_it = torch.zeros(B, dtype=torch.long, device=dev)
 
+    Xa = torch.cat([X, X.new_ones((B, n, 1))], 2)    # (B, n, d+1): distances and sizes in one product
+    w = torch.arange(k, 0, -1, dtype=X.dtype, device=dev).view(1, k, 1)
     slot = torch.arange(B, device=dev)               # batch slot -> problem index
     koff = slot[:, None] * k + k
     alive = torch.ones(B, dtype=torch.bool, device=dev)
     finishing = None                                 # slots whose final E-step is due
     C = centers
-    flat_old = None
+    flat_old = S = None
     tol_c = tol_b
 
     def record(where, cents, flat, n_it):
@@ -287,7 +317,7 @@ def _lloyd(X, x_sq, centers, tol_b, max_iter):
 
     it = 0
     while True:
-        flat, vals = _estep(X, C, koff)
+        flat = _estep(Xa, C, koff, w)
         if finishing is not None:
             # tolerance-converged (or max_iter) last iteration: this E-step with the final centres
             # gives the final labels (scikit-learn reruns it too)
@@ -296,15 +326,24 @@ def _lloyd(X, x_sq, centers, tol_b, max_iter):
             finishing = None
             if not bool(alive.any()):
                 break
-        new = _mstep(X, x_sq, flat, k, vals)
+        if flat_old is None:
+            strict = torch.zeros_like(alive)
+            S = _sums(Xa, flat, k)
+        else:
+            ch = flat != flat_old
+            strict = ~ch.any(1) & alive
+            pi = ch.view(-1).nonzero().squeeze(1)
+            if not running or pi.numel() > RUNNING_SUMS_SHARE * ch.numel():
+                S = _sums(Xa, flat, k)
+            elif pi.numel():                         # the moved points leave one sum, join another
+                rows = Xa.view(-1, d + 1).index_select(0, pi)
+                Sf = S.view(-1, d + 1)
+                Sf.index_add_(0, flat.view(-1).index_select(0, pi), rows)
+                Sf.index_add_(0, flat_old.view(-1).index_select(0, pi), rows, alpha=-1)
+        new = _centres(S, Xa, C, flat)
         it += 1
         shift = torch.sub(new, C).square_().sum((1, 2))
         conv_tol = shift <= tol_c
-        if flat_old is None:
-            strict = torch.zeros_like(conv_tol)
-        else:
-            strict = (flat == flat_old).all(1)
-        strict &= alive
         done = alive & (strict | conv_tol) if it < max_iter else alive.clone()
         if bool(done.any()):
             s_idx = strict.nonzero().squeeze(1)
@@ -313,7 +352,11 @@ def _lloyd(X, x_sq, centers, tol_b, max_iter):
                 alive[s_idx] = False
             fin = (done & ~strict).nonzero().squeeze(1)
             if fin.numel():
-                finishing = fin
+                if final_estep:
+                    finishing = fin
+                else:
+                    record(fin, new, flat, it)
+                    alive[fin] = False
             n_live = int(alive.sum())
             if n_live == 0:
                 break
@@ -325,8 +368,8 @@ def _lloyd(X, x_sq, centers, tol_b, max_iter):
                     finishing = torch.searchsorted(keep, finishing)
                 # flat = b*k + label for slot b: re-base on the new slot numbers
                 rebase = ((torch.arange(K, device=dev) - keep) * k)[:, None]
-                X, x_sq, slot, tol_c = X[keep], x_sq[keep], slot[keep], tol_c[keep]
-                new, flat = new[keep], flat[keep] + rebase
+                Xa, S, new = Xa.index_select(0, keep), S.index_select(0, keep), new.index_select(0, keep)
+                slot, tol_c, flat = slot[keep], tol_c[keep], flat[keep] + rebase
                 koff = torch.arange(K, device=dev)[:, None] * k + k
                 alive = torch.ones(K, dtype=torch.bool, device=dev)
         C = new
@@ -334,13 +377,15 @@ def _lloyd(X, x_sq, centers, tol_b, max_iter):
     return out_c, out_l, out_it
 
 
-def kmeans_batch(X, k, *, init="k-means++", generator=None, max_iter=100, tol=1e-4):
+def kmeans_batch(X, k, *, init="k-means++", generator=None, max_iter=100, tol=1e-4, final_estep=True):
     """k-means of contiguous ``X (B, n, d)`` on the calling thread, in one piece (the codebooks of
     eq. (1) / eqs. (2)-(4)); returns ``(centers, labels, n_iter)``.
 
     The building block for callers that already run inside a chunk of
     :func:`vqdbook.parallel.map_chunks` (the quantizers, the KL sampler). No argument checking:
-    :func:`kmeans` is the checked, chunked entry point.
+    :func:`kmeans` is the checked, chunked entry point. ``final_estep=False`` skips the E-step
+    that follows convergence by tolerance: the centres are the same, but the labels are then those
+    of the last E-step (for callers that use only the centres, as the quantizers do).
     """
     B, n, d = X.shape
     dev = X.device
@@ -352,7 +397,7 @@ def kmeans_batch(X, k, *, init="k-means++", generator=None, max_iter=100, tol=1e
     else:  # "random": k distinct points, uniformly (scikit-learn's init="random")
         r = torch.rand((B, n), generator=generator, device=dev)
         centers = take_rows(X, torch.argsort(r, dim=1)[:, :k])
-    return _lloyd(X, x_sq, centers, _tolerance(X, x_sq, tol), max_iter)
+    return _lloyd(X, centers, _tolerance(X, x_sq, tol), max_iter, final_estep)
 
 
 def _inertia(X, centers, labels):
@@ -399,9 +444,9 @@ def kmeans(X: torch.Tensor, k: int, *, max_iter: int = 100, tol: float = 1e-4,
         ``generator``; so for a given seed the result depends on the chunk size, but not on
         ``threads`` or the machine.
     threads : int, optional
-        CPU worker threads, each running whole chunks; default: as many as
-        ``torch.get_num_threads()`` and the machine's idle cores allow (see :func:`vqdbook.parallel.map_chunks`).
-        torch's intra-op parallelism is 1 during the call.
+        CPU worker threads, each running whole chunks; default: ``torch.get_num_threads()``, at
+        most one per chunk (:func:`vqdbook.parallel.worker_threads`). torch's intra-op
+        parallelism is 1 during the call.
 
     Returns
     -------

@@ -44,9 +44,9 @@ Conventions (decisions documented here once, referred to everywhere)
   ``torch.manual_seed`` or an explicit generator make results bit-reproducible, independent of
   the number of worker threads; the exact sample (not its distribution) depends on the chunk
   size.
-* **Threads.** On CPU, chunks run on ``threads`` worker threads (default: auto, up to
-  ``torch.get_num_threads()`` as far as the machine has idle cores) while torch's intra-op
-  parallelism is set to 1 for the duration of the call (restored after): see
+* **Threads.** On CPU, chunks run on ``threads`` worker threads (default: ``torch.get_num_threads()``,
+  at most one per chunk; :func:`vqdbook.parallel.worker_threads` is the rule) while torch's
+  intra-op parallelism is set to 1 for the duration of the call (restored after): see
   :func:`vqdbook.parallel.map_chunks`.
 * **Dtypes and devices.** float32 and float64 images are processed in their own dtype (half types
   in float32, the output cast back); everything runs on ``x``'s device.
@@ -181,13 +181,14 @@ def fit_centers(P, k, sigma, generator=None, init="k-means++", max_iter=KMEANS_M
 
     ``P`` is the patch matrix ``(B, n, d)`` (:func:`patch_matrix`). The clustering noise is the
     ``eps_i`` of Section 3.1 (read as sigma, see the module docstring), added before clustering,
-    ahead of eq. (1). Returns the raw centres ``(B, k, d)``. Runs on the calling thread in one piece:
+    ahead of eq. (1). Returns the raw centres ``(B, k, d)`` (the labels are not needed, so k-means
+    skips its final E-step). Runs on the calling thread in one piece:
     the quantizers and :func:`vqdbook.kl.sample_centers` call it inside chunks of
     :func:`vqdbook.parallel.map_chunks`.
     """
     X = _noisy(P, sigma, generator)
     centers, _, _ = kmeans_batch(X.contiguous(), k, init=init, generator=generator,
-                                 max_iter=max_iter, tol=KMEANS_TOL)
+                                 max_iter=max_iter, tol=KMEANS_TOL, final_estep=False)
     return centers
 
 
@@ -268,7 +269,9 @@ def swrd_blend(P: torch.Tensor, labels: torch.Tensor, centers: torch.Tensor, siz
     # exponents below -80 contribute < e^-80 ~ 2e-35 relative to the max window (weight 1): clamp
     # them, because exp() of very negative floats takes a slow path on CPU
     E.clamp_(min=-80.0).exp_()                                               # eq. (3) numerators
-    Qv = Q.view(B, Hs, Ws, C, ss).permute(0, 3, 4, 1, 2)                     # (B, C, ss, Hs, Ws)
+    # one transposing copy, so that each of the s*s overlap-adds below reads contiguous planes
+    # (reading the (B, L, d) rows with stride d, s*s times over, cost twice as much)
+    Qv = Q.transpose(1, 2).contiguous().view(B, C, ss, Hs, Ws)               # (B, C, ss, Hs, Ws)
     num = P.new_zeros((B, C, H, W))
     den = P.new_zeros((B, 1, H, W))
     for u in range(s):
@@ -405,8 +408,8 @@ def rand_disc(x: torch.Tensor, k: int, sigma: float, tau: float, generator: torc
     centers : tensor (B, k, C), optional -- use this codebook instead of clustering (sigma unused)
     return_centers : bool -- also return the centres ``(B, k, C)``
     chunk_size : int, optional -- images per chunk (default :func:`default_chunk_size`)
-    threads : int, optional -- CPU worker threads, one chunk each (default: auto, up to
-        ``torch.get_num_threads()`` as far as the machine has idle cores)
+    threads : int, optional -- CPU worker threads, one chunk each (default:
+        ``torch.get_num_threads()``, at most one per chunk; :func:`vqdbook.parallel.worker_threads`)
     init : "k-means++" | "random" -- seeding of the k-means codebook (default: greedy k-means++)
     max_iter : int >= 1 -- Lloyd iterations at most (default 300, scikit-learn's)
 

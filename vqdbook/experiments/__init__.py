@@ -10,6 +10,9 @@ module                 artefact
 ``reproduction``       the reproduction study: one change to the protocol at a time
 ``fig6``               Figure 6: the KL estimates of Section 4.2 (``kl`` records)
 ``certified``          Theorem 1's certified accuracy from those estimates (``certified`` records)
+``radii``              certified radii per image (Theorem 1, estimated) beside randomized smoothing
+                       (certified), the curves of certified accuracy against radius, and the KL
+                       estimator on problems with a known answer
 =====================  ==========================================================================
 
 The most used names are importable from here, e.g. ``from vqdbook.experiments import table_frame``.
@@ -38,6 +41,7 @@ from .figures import (
     run_fig5,
     run_fig7,
 )
+from .radii import certified_curves, curve_summary, run_radii, validation_frame
 from .reproduction import VARIANTS, closest_variant, run_variants, variant_frame, variant_params, variant_summary
 from .tables import (
     TABLE_ATTACKS,
@@ -56,12 +60,13 @@ __all__ = [
     "run_fig6", "run_kl", "denoising_examples", "fig4_configs", "fig5_configs", "fig7_frame", "figure_frame",
     "run_fig4", "run_fig5", "run_fig7", "VARIANTS", "closest_variant", "run_variants", "variant_frame",
     "variant_params", "variant_summary", "TABLE_ATTACKS", "attack_strength_frame", "run_table", "table_agreement",
-    "table_cell_params", "table_curves", "table_frame", "table_spec", "chapter_cells",
+    "table_cell_params", "table_curves", "table_frame", "table_spec", "certified_curves", "curve_summary",
+    "run_radii", "validation_frame", "chapter_cells",
 ]
 
 
 def chapter_cells(seed: int = 0) -> list[tuple[str, dict]]:
     """Every stored record the book renders at the image counts it uses, as ``(kind, params)``."""
-    from . import certified, fig6, figures, reproduction, tables
+    from . import certified, fig6, figures, radii, reproduction, tables
 
-    return [c for m in (tables, figures, reproduction, fig6, certified) for c in m.chapter_cells(seed)]
+    return [c for m in (tables, figures, reproduction, fig6, certified, radii) for c in m.chapter_cells(seed)]
