@@ -24,9 +24,11 @@ SCHEMA = {
     "bench_tquant": {"seconds_natural", "seconds_tquant", "seconds_quantize", "seconds_train_step", "ratio", "machine"},
     "certified_radius": {"counts", "margin_lower", "budget", "radius", "correct", "evaluated"},
     "smoothing": {"prediction", "correct", "radius_l2", "radius_linf", "clean_accuracy"},
+    "smoothing_art": {"prediction", "correct", "radius_l2", "radius_linf", "clean_accuracy", "art_version"},
     "kl_validation": {"points"},
     "adaptive": {"accuracy", "ci95", "correct", "correct_bits", "n", "seconds_attack"},
     "bench_certify": {"per_image", "machine"},
+    "tquant_margins": {"margin", "vote_correct", "vote_accuracy", "median_margin"},
 }
 PROVENANCE = {"kind", "params", "params_key", "result", "runtime_s", "created", "checksum", "versions", "hardware",
               "commit"}

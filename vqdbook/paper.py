@@ -21,7 +21,7 @@ from .validation import check_real
 __all__ = [
     "METHOD_LABELS", "QUANTIZERS", "BASELINE_LABELS", "UNITS", "NOISE", "PGD",
     "CLEAN_ACCURACY", "TABLE1_EPS", "TABLE1", "TABLE2_EPS", "TABLE2", "TABLE3_EPS", "TABLE3",
-    "TABLES", "TABLE_DATASETS", "FIG4_GRID", "FIG5_GRID", "FIG6", "FIG7", "FIG8", "FIG8_SVHN_EPS16",
+    "TABLES", "TABLE_DATASETS", "DATASET_LABELS", "FIG4_GRID", "FIG5_GRID", "FIG6", "FIG7", "FIG8", "FIG8_SVHN_EPS16",
     "default_sk", "from_paper_scale", "to_paper_units", "eps_label", "eps_unit_suffix",
 ]
 
@@ -110,6 +110,8 @@ TABLES = {"table1": ("mnist", TABLE1_EPS, TABLE1), "table2": ("cifar10", TABLE2_
           "table3": ("svhn", TABLE3_EPS, TABLE3)}
 #: dataset -> its table
 TABLE_DATASETS = {dataset: table for table, (dataset, _, _) in TABLES.items()}
+#: dataset -> its name as the paper writes it
+DATASET_LABELS = {"mnist": "MNIST", "cifar10": "CIFAR-10", "svhn": "SVHN"}
 
 # ----------------------------------------------------------------------------- figures
 

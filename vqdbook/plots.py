@@ -9,8 +9,9 @@ from . import paper
 
 __all__ = ["to_numpy_image", "show_image", "image_grid", "confusion_matrix_plot", "patch_partition_figure",
            "quantized_grid", "fig4_plot", "fig5_plot", "figure7", "fig6_plot", "table_curves_plot", "variant_plot",
-           "frame_view", "adaptive_curves_plot", "convergence_plot", "certified_curves_plot", "kl_validation_plot",
-           "second_term_plot"]
+           "frame_view", "adaptive_curves_plot", "adaptive_headline_plot",
+           "convergence_plot", "certified_curves_plot", "kl_validation_plot",
+           "second_term_plot", "fig8_plot"]
 
 
 def to_numpy_image(x):
@@ -403,6 +404,64 @@ def adaptive_curves_plot(frame, paper_frame=None, title: str | None = None, ncol
     return fig
 
 
+def adaptive_headline_plot(frame, paper_acc: dict | None = None, title: str | None = None):
+    """The headline cells: one panel per (dataset, ε), one line per defense; markers for each attack's
+    accuracy and the worst case per image with its 95% Wilson interval (black bar).
+
+    ``frame``: :func:`vqdbook.experiments.adaptive.adaptive_frame` rows of the headline cells (each at
+    its largest n). ``paper_acc``: optional ``{(dataset, label): accuracy}`` of the paper's own
+    (oblivious) numbers at the same ε, drawn as red crosses. A defense that only hides its gradient
+    shows a long gap between the grey oblivious marker and the black worst case.
+    """
+    import matplotlib.pyplot as plt
+
+    rank = {m: i for i, m in enumerate(("none", "fastat", "bitdepth", "randdisc", "prd", "swrd"))}
+    panels = list(dict.fromkeys(zip(frame["dataset"], frame["eps"], frame["eps_reading"])))
+    heights = [frame[(frame["dataset"] == d) & (frame["eps"] == e)]["label"].nunique() for d, e, _ in panels]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(7.2, 0.42 * sum(heights) + 1.6 * len(panels)),
+                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+    for ax, (dataset, eps, reading) in zip(axes[:, 0], panels):
+        sub = frame[(frame["dataset"] == dataset) & (frame["eps"] == eps) & (frame["eps_reading"] == reading)]
+        order = sub.drop_duplicates("label").assign(_r=lambda f: f["method"].map(rank)).sort_values(["_r", "label"])
+        labels = list(order["label"])[::-1]
+        for yi, label in enumerate(labels):
+            g = sub[sub["label"] == label]
+            ax.axhline(yi, color="0.92", lw=0.8, zorder=0)
+            for attack, style in _ATTACK_STYLE.items():
+                a = g[g["attack"] == attack]
+                if a.empty:
+                    continue
+                st = {k: v for k, v in style.items() if k not in ("ls", "lw")}
+                acc = 100 * float(a["accuracy"].iloc[0])
+                if attack == "worst-case":
+                    ax.plot([100 * float(a["ci_lo"].iloc[0]), 100 * float(a["ci_hi"].iloc[0])], [yi, yi], color="k",
+                            lw=3, alpha=0.35, solid_capstyle="butt")
+                    st.update(ms=9, mew=2.2)
+                ax.plot([acc], [yi], ls="none", ms=st.pop("ms", 6), **st)
+            if paper_acc and (dataset, label) in paper_acc:
+                ax.plot([100 * paper_acc[(dataset, label)]], [yi], "P", color="C3", ms=7,
+                        label="paper (oblivious, its classifier)")
+        ns = sorted(set(int(n) for n in sub[sub["attack"] == "worst-case"]["n"]))
+        ax.set_yticks(range(len(labels)), labels, fontsize=8)
+        ax.set_xlim(-2, 102)
+        ax.set_ylim(-0.6, len(labels) - 0.4)
+        ax.set_title(f"{paper.DATASET_LABELS[dataset]}, ε = {paper.eps_label(dataset, eps)}"
+                     f"{' (normalized inputs)' if reading == 'normalized' else ''}, n = {', '.join(map(str, ns))}",
+                     fontsize=9)
+    axes[-1, 0].set_xlabel("accuracy of f(Q(x′)) (%)")
+    handles, names = [], []
+    for ax in axes[:, 0]:
+        for h, n in zip(*ax.get_legend_handles_labels()):
+            if n not in names:
+                handles.append(h)
+                names.append(n)
+    fig.legend(handles, names, loc="lower center", ncol=3, fontsize=7, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.1 if len(panels) == 1 else 0.07, 1, 1))
+    return fig
+
+
 def convergence_plot(frame, title: str | None = None):
     """Accuracy against the attack budget (steps, EOT draws) for the cells of
     :func:`vqdbook.experiments.adaptive.convergence_frame`: one panel per (dataset, varying budget),
@@ -485,7 +544,7 @@ def certified_curves_plot(curves, best: dict | None = None, datasets=None):
         ax.set_ylim(-3, 108)
         ax.set_xlabel("ℓ∞ radius r (on [0, 1]); open markers: r = 0")
         ax.set_ylabel("certified accuracy at r (%)")
-        ax.set_title(ds.upper() if ds == "mnist" else "CIFAR-10", fontsize=10)
+        ax.set_title(paper.DATASET_LABELS[ds], fontsize=10)
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
     fig.tight_layout()
     return fig
@@ -543,10 +602,25 @@ def second_term_plot(frame):
     return fig
 
 
+def _paper_table_row(dataset: str, method: str, s, k):
+    """The paper's row of ``method`` (s, k) in ``dataset``'s table: (ε in the paper's units, accuracies in %,
+    "Table N"), or None."""
+    table = paper.TABLE_DATASETS.get(dataset)
+    if table is None:
+        return None
+    _, eps, rows = paper.TABLES[table]
+    for label, s_, k_, accs in rows:
+        if label == paper.METHOD_LABELS[method] and (s_, k_) == (s, k):
+            return list(eps), list(accs), table.replace("table", "Table ")
+    return None
+
+
 def fig8_plot(frame, dataset: str, eps_reading: str = "pixels", title: str | None = None):
     """Figure 8: accuracy over ε for pRD vs t-pRD and swRD vs t-swRD (one panel per quantizer), from
     :func:`vqdbook.experiments.tquant.fig8_frame`. Lines: the oblivious protocol (PGD on the
-    classifier the defense uses) with 95% bands; large markers: the adaptive worst case where it was run."""
+    classifier the defense uses) with 95% bands; large markers: the adaptive worst case where it was run;
+    black crosses: the paper's numbers for f∘Q where its table has the same (s, k) (Figure 8's pRD and swRD
+    curves are those rows; the paper prints no numbers for t-pRD and t-swRD)."""
     import matplotlib.pyplot as plt
 
     sub = frame[(frame["dataset"] == dataset) & (frame["eps_reading"] == eps_reading)]
@@ -567,6 +641,9 @@ def fig8_plot(frame, dataset: str, eps_reading: str = "pixels", title: str | Non
                 ax.errorbar(a["eps"] * unit, 100 * a["accuracy"],
                             yerr=[100 * (a["accuracy"] - a["ci_lo"]), 100 * (a["ci_hi"] - a["accuracy"])],
                             fmt="*", ms=11, color=color, capsize=3, label=f"{label}, adaptive worst case")
+            theirs = _paper_table_row(dataset, m, g["s"].iloc[0], g["k"].iloc[0]) if model == "f" else None
+            if theirs is not None:
+                ax.plot(*theirs[:2], "x", color="k", ms=5, label=f"the paper, {label} ({theirs[2]})")
         ax.set_title(paper.METHOD_LABELS[m] + " vs t-" + paper.METHOD_LABELS[m], fontsize=9)
         suffix = paper.eps_unit_suffix(dataset)
         ax.set_xlabel("ε" + (f" ({suffix})" if suffix else "") + (" on normalized inputs"

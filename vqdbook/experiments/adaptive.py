@@ -35,7 +35,7 @@ from .adversarial import NO_DEFENSE, classifier, model_available
 __all__ = ["DEFAULT_N", "BUDGET", "BITDEPTH", "EPS_READINGS", "attack_suite", "attack_key", "defense_rows",
            "adaptive_params", "run_adaptive", "adaptive_record", "run_adaptive_grid", "adaptive_frame", "worst_case",
            "convergence_frame", "eps_on_pixels", "CONVERGENCE", "convergence_attacks", "run_convergence",
-           "adaptive_table", "adaptive_claims", "slug", "HEADLINE", "run_headline", "chapter_cells"]
+           "adaptive_table", "adaptive_claims", "slug", "HEADLINE", "headline_frame", "run_headline", "chapter_cells"]
 
 #: Test images per cell of ``vqdbook run adaptive`` (the chapter states the n behind every number).
 DEFAULT_N = 500
@@ -413,7 +413,11 @@ def adaptive_claims(frame) -> dict:
     """The numbers the chapter's verdict rests on, computed from :func:`adaptive_frame`: per dataset
     and ε reading, at each cell's largest n, every defense's oblivious and worst-case accuracy, and
     whether the quantizers do better than the bit-depth baseline under the worst case (their 95%
-    intervals do not overlap), as a flat dict for myst-nb glue (``{dataset}_{reading}_{eps}_{defense}_...``)."""
+    intervals do not overlap), as a flat dict for myst-nb glue (``{dataset}_{reading}_{eps}_{defense}_...``).
+    Per cell also: ``best_quantizer`` (the quantizer row with the highest worst case, with its
+    ``_worst`` and ``_oblivious`` accuracy), ``largest_drop`` (the most points any quantizer loses
+    from the oblivious attack to the worst case, and its ``_label``), ``bitdepth_label`` and
+    ``bitdepth_worst``."""
     out = {}
     if frame.empty:
         return out
@@ -434,8 +438,23 @@ def adaptive_claims(frame) -> dict:
                 worst[label] = (float(w["ci_lo"].iloc[0]), float(w["ci_hi"].iloc[0]), h["method"].iloc[0])
                 out[f"{key}_worst_lo"] = round(100 * worst[label][0], 1)
                 out[f"{key}_worst_hi"] = round(100 * worst[label][1], 1)
+        quant = {lab: v for lab, v in worst.items() if v[2] in paper.QUANTIZERS}
+        if quant:
+            best = max(quant, key=lambda lab: out[f"{tag}_{slug(lab)}_worst_case"])
+            out[f"{tag}_best_quantizer"] = best
+            out[f"{tag}_best_quantizer_worst"] = out[f"{tag}_{slug(best)}_worst_case"]
+            out[f"{tag}_best_quantizer_oblivious"] = out.get(f"{tag}_{slug(best)}_oblivious_pgd")
+            drops = {lab: out[f"{tag}_{slug(lab)}_oblivious_pgd"] - out[f"{tag}_{slug(lab)}_worst_case"]
+                     for lab in quant if f"{tag}_{slug(lab)}_oblivious_pgd" in out}
+            if drops:
+                big = max(drops, key=drops.get)
+                out[f"{tag}_largest_drop_label"] = big
+                out[f"{tag}_largest_drop"] = round(drops[big], 1)
         base = [v for v in worst.values() if v[2] == "bitdepth"]
         if base:
+            lab_b = next(lab for lab, v in worst.items() if v[2] == "bitdepth")
+            out[f"{tag}_bitdepth_label"] = lab_b
+            out[f"{tag}_bitdepth_worst"] = out[f"{tag}_{slug(lab_b)}_worst_case"]
             lo_b, hi_b, _ = base[0]
             beats = [lab for lab, (lo, hi, m) in worst.items() if m in paper.QUANTIZERS and lo > hi_b]
             below = [lab for lab, (lo, hi, m) in worst.items() if m in paper.QUANTIZERS and hi < lo_b]
@@ -451,6 +470,18 @@ HEADLINE = {"mnist": {"eps": 0.32, "eps_reading": "normalized", "n": 500, "n_ext
             "cifar10": {"eps": 8 / 255, "eps_reading": "pixels", "n": 100, "n_extra": 50}}
 _MAIN = ("oblivious-pgd", "bpda-pgd", "bpda-eot-apgd-ce")
 _EXTRA = ("bpda-eot-apgd-dlr", "square")
+
+
+def headline_frame(frame=None):
+    """The rows of :func:`adaptive_frame` (or of ``frame``) in the headline cells (:data:`HEADLINE`),
+    each defense at the largest n it was run at."""
+    frame = adaptive_frame() if frame is None else frame
+    if frame.empty:
+        return frame
+    keep = frame.apply(lambda r: r["dataset"] in HEADLINE and abs(r["eps"] - HEADLINE[r["dataset"]]["eps"]) < 1e-8
+                       and r["eps_reading"] == HEADLINE[r["dataset"]]["eps_reading"], axis=1)
+    sub = frame[keep]
+    return sub[sub["n"] == sub.groupby(["dataset", "label"])["n"].transform("max")].reset_index(drop=True)
 
 
 def run_headline(dataset: str, *, seed: int = 0, device: str = "cpu", progress: bool = True) -> list[dict]:

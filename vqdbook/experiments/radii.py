@@ -19,6 +19,10 @@ Three record kinds, all through :func:`vqdbook.results.load_or_run`:
     CERTIFY of Cohen, Rosenfeld & Kolter (2019) (:func:`vqdbook.certify.smoothing_certify`) on the
     same naturally trained classifier, per image: label (or abstain), l2 radius, and the
     l-infinity radius ``r2 / sqrt(d)`` (:func:`vqdbook.certify.linf_radius`).
+``smoothing_art`` (one record per dataset and noise level of :data:`ART_SIGMAS`)
+    The same CERTIFY run by IBM ART's ``PyTorchRandomizedSmoothing.certify`` (Nicolae et al. 2018)
+    on the same images and classifier, with the same ``n0``, ``n`` and ``alpha``: an independent
+    implementation to cross-check ours against (:func:`smoothing_cross_check`).
 ``kl_validation`` (one record per known problem)
     :func:`vqdbook.kl.kl_gmm` on Gaussian and Gaussian-mixture problems with a known KL in the
     dimensions of the centre vectors (4, 16, 30, 120), repeated: bias and spread against
@@ -63,7 +67,8 @@ __all__ = ["N_IMAGES", "N_SAMPLES", "T_MARGIN", "ALPHA_MARGIN", "GRID", "EOT_SAM
            "SMOOTHING", "SMOOTHING_SIGMAS", "N_SMOOTHING", "VALIDATION", "curve_grid", "radius_params",
            "run_radius", "run_radii", "radii_frame", "smoothing_params", "run_smoothing", "smoothing_frame",
            "validation_params", "run_validation", "validation_frame", "certified_curves", "curve_summary",
-           "best_sigma", "SECOND_TERM_CASE", "second_term_case", "chapter_cells"]
+           "best_sigma", "SECOND_TERM_CASE", "second_term_case", "chapter_cells", "ART_SIGMAS",
+           "run_smoothing_art", "smoothing_cross_check", "record_status"]
 
 #: Test images per certified-accuracy curve (the first of the stratified test set).
 N_IMAGES = {"mnist": 20, "cifar10": 12}
@@ -90,6 +95,10 @@ SMOOTHING = {"n0": 100, "n": 1_000, "alpha": 0.001}
 SMOOTHING_SIGMAS = {"mnist": (1, 2, 4, 8, 16, 32), "cifar10": (1, 2, 4, 8)}
 #: Images for randomized smoothing per dataset.
 N_SMOOTHING = {"mnist": 30, "cifar10": 20}
+#: Noise levels (multiples of the quantizers' sigma) at which CERTIFY is cross-checked against IBM ART's
+#: implementation on the same images: the quantizers' sigma and the one that serves smoothing best
+#: (:func:`best_sigma` on the stored curves: 64/255 on MNIST, 16/255 on CIFAR-10).
+ART_SIGMAS = {"mnist": (1, 16), "cifar10": (1, 4)}
 
 
 def _sigma(dataset: str) -> float:
@@ -268,6 +277,74 @@ def run_smoothing(dataset, sigma, n_images, seed, n0, n, alpha, arch, variant) -
     return {"labels": y.tolist(), "prediction": labels, "correct": correct, "radius_l2": r2,
             "radius_linf": rinf, "p_a_lower": plow, "dim": d, "clean_accuracy": float(np.mean(correct)),
             "seconds": round(time.time() - t0, 3)}
+
+
+def run_smoothing_art(dataset, sigma, n_images, seed, n0, n, alpha, arch, variant) -> dict:
+    """IBM ART's CERTIFY (``PyTorchRandomizedSmoothing.certify``, Nicolae et al. 2018) on the images and
+    classifier of :func:`run_smoothing`, with the same ``n0``, ``n``, ``alpha``: an independent
+    implementation of Cohen et al.'s algorithm to cross-check ours against. ART draws its noise from
+    numpy's global generator (seeded here) and abstains when ``p_A_lower < 1/2`` (ours: ``<= 1/2``).
+    Same result fields as :func:`run_smoothing`, plus ART's version."""
+    import art
+    from art.estimators.certification.randomized_smoothing import PyTorchRandomizedSmoothing
+
+    t0 = time.time()
+    x, y = load_dataset(dataset, "test", n_images, seed=seed)
+    net = classifier(dataset, arch, variant, "cpu")
+    d = int(x[0].numel())
+    rs = PyTorchRandomizedSmoothing(net, torch.nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
+                                    nb_classes=len(spec(dataset).classes), device_type="cpu", sample_size=n0,
+                                    scale=sigma, alpha=alpha)
+    state = np.random.get_state()
+    np.random.seed(derive_seed("smoothing-art", dataset, sigma, seed) % (2 ** 32))
+    try:
+        labels, r2 = rs.certify(x.numpy(), n=n, batch_size=500)
+    finally:
+        np.random.set_state(state)
+    labels = [int(v) for v in labels]
+    r2 = [float(v) for v in r2]
+    correct = [int(a == b) for a, b in zip(labels, y.tolist())]
+    rinf = [float(linf_radius(r, d)) * c for r, c in zip(r2, correct)]
+    return {"labels": y.tolist(), "prediction": labels, "correct": correct, "radius_l2": r2, "radius_linf": rinf,
+            "dim": d, "clean_accuracy": float(np.mean(correct)), "art_version": art.__version__,
+            "seconds": round(time.time() - t0, 3)}
+
+
+def smoothing_cross_check(datasets=("mnist", "cifar10"), *, root=None, load_only: bool = True,
+                          progress: bool = False, seed: int = 0):
+    """Our CERTIFY against IBM ART's on the same images, one row per (dataset, sigma) of
+    :data:`ART_SIGMAS` whose two records exist: ``n``, ``label_agreement`` (the share of images
+    with the same label or both abstaining), both clean accuracies, both mean l-infinity radii
+    (0 for wrong or abstained images) and the largest per-image difference of the l-infinity
+    radius where both certify the same label. The two use independent noise draws, so radii agree
+    up to Monte-Carlo error; where ``p_A`` is near 1 both reach the cap
+    ``sigma Phi^-1(alpha^(1 / n))`` and agree exactly."""
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    rows = []
+    for ds in datasets:
+        name = spec(ds).name
+        for mult in tqdm(ART_SIGMAS[name], desc=f"ART cross-check {name}", disable=not progress):
+            params = smoothing_params(name, mult * _sigma(name), seed=seed)
+            ours = load_record("smoothing", params, root=root) if load_only else \
+                load_or_run("smoothing", params, run_smoothing, root=root)
+            theirs = load_record("smoothing_art", params, root=root) if load_only else \
+                load_or_run("smoothing_art", params, run_smoothing_art, root=root)
+            if ours is None or theirs is None:
+                continue
+            a, b = ours["result"], theirs["result"]
+            pa, pb = np.array(a["prediction"]), np.array(b["prediction"])
+            same = (pa == pb) & (pa >= 0)
+            diff = np.abs(np.array(a["radius_linf"]) - np.array(b["radius_linf"]))[same]
+            rows.append({"dataset": name, "sigma": params["sigma"], "n": params["n_images"],
+                         "label_agreement": float(np.mean(pa == pb)),
+                         "clean_ours": a["clean_accuracy"], "clean_art": b["clean_accuracy"],
+                         "mean_radius_ours": float(np.mean(a["radius_linf"])),
+                         "mean_radius_art": float(np.mean(b["radius_linf"])),
+                         "max_radius_diff": float(diff.max()) if len(diff) else 0.0})
+    return pd.DataFrame(rows, columns=["dataset", "sigma", "n", "label_agreement", "clean_ours", "clean_art",
+                                       "mean_radius_ours", "mean_radius_art", "max_radius_diff"])
 
 
 def _smoothing_records(dataset, sigmas, n_images, seed, root, load_only, progress):
@@ -531,8 +608,38 @@ def chapter_cells(seed: int = 0) -> list[tuple[str, dict]]:
              for i in range(N_IMAGES[ds])]
     cells += [("smoothing", smoothing_params(ds, mult * _sigma(ds), seed=seed)) for ds in N_SMOOTHING
               for mult in SMOOTHING_SIGMAS[ds]]
+    cells += [("smoothing_art", smoothing_params(ds, mult * _sigma(ds), seed=seed)) for ds in ART_SIGMAS
+              for mult in ART_SIGMAS[ds]]
     cells += [("kl_validation", validation_params(*cfg)) for cfg in _validation_configs()]
     return cells
+
+
+def record_status(seed: int = 0, *, root=None):
+    """Which of the records the chapter renders (:func:`chapter_cells`) are stored: one row per
+    group (``kind``; ``group``: dataset and method for ``certified_radius``, dataset for the
+    smoothing kinds, the dimension for ``kl_validation``) with ``expected``, ``present``, ``missing``.
+
+    Examples::
+
+        >>> from vqdbook.experiments.radii import record_status
+        >>> st = record_status()                                       # doctest: +SKIP
+        >>> st[st["missing"] > 0]                                      # doctest: +SKIP
+    """
+    import pandas as pd
+
+    counts: dict = {}
+    for kind, p in chapter_cells(seed):
+        if kind == "certified_radius":
+            group = f"{paper.DATASET_LABELS[p['dataset']]} {paper.METHOD_LABELS[p['method']]}"
+        elif kind == "kl_validation":
+            group = f"d = {p['d']}"
+        else:
+            group = paper.DATASET_LABELS[p["dataset"]]
+        c = counts.setdefault((kind, group), [0, 0])
+        c[0] += 1
+        c[1] += load_record(kind, p, root=root) is not None
+    rows = [{"kind": k, "group": g, "expected": e, "present": n, "missing": e - n} for (k, g), (e, n) in counts.items()]
+    return pd.DataFrame(rows, columns=["kind", "group", "expected", "present", "missing"])
 
 
 # ============================================================================================
