@@ -307,3 +307,18 @@ def test_second_term_estimator_against_the_exact_1d_case():
     smooth = exact[1] + exact[2]                                         # the two pixels near the boundary
     assert abs(st["value"] - st["cap"] - smooth) < 0.35 * smooth + 0.02
     assert st["max_unit"] == pytest.approx(st["cap"], rel=0.01)
+
+
+def test_stored_smoothing_agrees_with_art_on_the_book_images():
+    """The book's CERTIFY records against IBM ART's on the same images (independent noise draws): the
+    same labels on at least 90% of the images, clean accuracies within 10 points, and l-infinity radii
+    within a fifth of the noise level (in l-infinity units) where both certify the same label."""
+    from vqdbook.experiments.radii import smoothing_cross_check
+
+    frame = smoothing_cross_check()
+    if frame.empty:
+        pytest.skip("no smoothing_art records stored")
+    assert (frame["label_agreement"] >= 0.9).all(), frame
+    assert ((frame["clean_ours"] - frame["clean_art"]).abs() <= 0.1).all(), frame
+    dim = frame["dataset"].map({"mnist": 784, "cifar10": 3072})
+    assert (frame["max_radius_diff"] <= 0.2 * frame["sigma"] / np.sqrt(dim)).all(), frame
