@@ -340,7 +340,7 @@ def convergence_frame(records: list[dict] | None = None):
     frame = adaptive_frame(records, worst=False)
     if frame.empty:
         return frame
-    cell = ["dataset", "method", "s", "k", "eps", "eps_reading", "n", "threat", "kind", "loss"]
+    cell = ["dataset", "variant", "method", "s", "k", "eps", "eps_reading", "n", "threat", "kind", "loss"]
     parts = []
     for _, grp in frame.groupby(cell, dropna=False, sort=False):
         for budget, other in (("steps", ["eot", "votes"]), ("eot", ["steps"]), ("votes", ["steps"])):
