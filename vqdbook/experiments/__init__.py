@@ -67,6 +67,7 @@ __all__ = [
 
 def chapter_cells(seed: int = 0) -> list[tuple[str, dict]]:
     """Every stored record the book renders at the image counts it uses, as ``(kind, params)``."""
-    from . import certified, fig6, figures, radii, reproduction, tables
+    from . import adaptive, certified, fig6, figures, radii, reproduction, tables, tquant
 
-    return [c for m in (tables, figures, reproduction, fig6, certified, radii) for c in m.chapter_cells(seed)]
+    return [c for m in (tables, figures, reproduction, fig6, certified, radii, adaptive, tquant)
+            for c in m.chapter_cells(seed)]

@@ -29,6 +29,7 @@ from .. import paper
 from ..certify import margin, vote_frequencies
 from ..data import load_dataset, spec
 from ..kl import derive_seed
+from ..metrics import wilson_interval
 from ..models import DEFAULT_ARCH, TQUANT_VARIANTS, tquant_spec
 from ..results import load_or_run, load_record
 from . import adaptive
@@ -43,7 +44,8 @@ __all__ = ["N", "N_TQUANT", "ADAPTIVE_N", "EPS_NORMALIZED", "point_n", "eps_grid
 N = 1000
 #: Test images per oblivious Figure 8 point of f̂ (the first of f's nested subset; see the module docstring).
 N_TQUANT = {"mnist": 500, "cifar10": 500}
-#: Test images per adaptive cell of f̂ (f's cells are the adaptive chapter's, at its HEADLINE n).
+#: Test images per adaptive cell of f̂, every attack of the suite (f's cells are the adaptive chapter's: its
+#: HEADLINE n for the main attacks, n_extra, the same as these, for APGD-DLR and Square).
 ADAPTIVE_N = {"mnist": 100, "cifar10": 50}
 #: Clean test images and quantizer draws per image for the vote margins.
 N_MARGIN, T_MARGIN = 200, 100
@@ -173,8 +175,8 @@ def fig8_gains(frame=None):
 
 def run_adaptive_tquant(dataset: str, *, seed: int = 0, device: str = "cpu", progress: bool = True) -> list[dict]:
     """The adaptive headline cell (:data:`vqdbook.experiments.adaptive.HEADLINE`: its ε and reading) for the
-    t-models on :data:`ADAPTIVE_N` images: the oblivious, straight-through and APGD-CE attacks on f̂∘Q
-    (f∘Q's are the adaptive chapter's own)."""
+    t-models on :data:`ADAPTIVE_N` images: every attack of :func:`vqdbook.experiments.adaptive.attack_suite`
+    on f̂∘Q, Square and APGD-DLR included (f∘Q's are the adaptive chapter's own)."""
     name = spec(dataset).name
     h = adaptive.HEADLINE[name]
     suite = adaptive.attack_suite(name)
@@ -182,44 +184,88 @@ def run_adaptive_tquant(dataset: str, *, seed: int = 0, device: str = "cpu", pro
     for r in fig8_rows(name):
         if r["variant"] is None:
             continue
-        for key in adaptive._MAIN:
+        for key in suite:
             out.append(adaptive.adaptive_record(name, r["defense"], h["eps"], suite[key], ADAPTIVE_N[name], seed,
                                                 variant=r["variant"], eps_reading=h["eps_reading"], device=device,
                                                 progress=progress))
     return out
 
 
-def gao_frame():
+def _cell_runs(records, name, row, h, seed):
+    """(attack key, attack params as JSON, correct_bits) of every adaptive record of one headline cell of one
+    classifier."""
+    import json
+
+    from ..attacks import AttackSpec
+
+    out = []
+    for rec in records:
+        p = rec["params"]
+        if (p["dataset"] == name and p["variant"] == row["variant"] and p["defense"] == row["defense"]
+                and p["eps_reading"] == h["eps_reading"] and abs(p["eps"] - h["eps"]) < 1e-8 and p["seed"] == seed):
+            out.append((adaptive.attack_key(AttackSpec.from_params(p["attack"])),
+                        json.dumps(p["attack"], sort_keys=True), rec["result"]["correct_bits"]))
+    return out
+
+
+def _scores(runs, m):
+    """Oblivious accuracy and per-image worst case over ``runs`` on the first ``m`` images (an attack run on
+    fewer images counts for those it saw, as :func:`vqdbook.experiments.adaptive.worst_case`)."""
+    robust = [True] * m
+    for _, _, bits in runs:
+        for i, b in enumerate(bits[:m]):
+            if b == "0":
+                robust[i] = False
+    obl = [bits for key, _, bits in runs if key == "oblivious-pgd" and len(bits) >= m]
+    return (obl[0][:m].count("1") / m if obl else np.nan), sum(robust) / m
+
+
+def gao_frame(seed: int = 0):
     """Gao et al. (2022)'s claim tested at the headline cells: is f̂∘Q (trained to be invariant to Q)
     easier to attack through Q than f∘Q? Per quantizer and classifier, at the largest n run: how many
     attack records the worst case is over, the oblivious accuracy, the adaptive worst case (both %, the same
-    images) and the drop between them."""
+    images) and the drop between them; then the like-for-like comparison: the same on the images both
+    classifiers were attacked on (the first ``n paired`` of the nested subset: f's cells are larger than
+    f̂'s) under the attacks (with their budgets) both were attacked with (``attacks, paired``)."""
     import pandas as pd
 
-    adv = adaptive.adaptive_frame()
+    from ..results import load_records
+
+    records = load_records("adaptive")
     out = []
-    if adv.empty:
-        return pd.DataFrame(out)
     for name, h in adaptive.HEADLINE.items():
-        cell = adv[(adv["dataset"] == name) & (adv["eps_reading"] == h["eps_reading"])
-                   & np.isclose(adv["eps"], h["eps"])]
-        for r in fig8_rows(name):
-            d = r["defense"]
-            g = cell[(cell["method"] == r["method"]) & (cell["s"] == d["s"]) & (cell["k"] == d["k"])]
-            g = g[g["variant"].isna()] if r["variant"] is None else g[g["variant"] == r["variant"]]
-            w = g[g["attack"] == "worst-case"]
-            if w.empty:
+        eps = paper.eps_label(name, h["eps"]) + (" (normalized)" if h["eps_reading"] == "normalized" else "")
+        rows = fig8_rows(name)
+        runs = {id(r): _cell_runs(records, name, r, h, seed) for r in rows}
+        sizes = {id(r): max((len(b) for _, _, b in runs[id(r)]), default=0) for r in rows}
+        for r in rows:
+            n = sizes[id(r)]
+            if not n:
                 continue
-            n = int(w["n"].iloc[0])
-            o = g[(g["attack"] == "oblivious-pgd") & (g["n"] == n)]
-            obl = float(o["accuracy"].iloc[0]) if len(o) else np.nan
-            wa = float(w["accuracy"].iloc[0])
-            out.append({"dataset": name, "ε": paper.eps_label(name, h["eps"])
-                        + (" (normalized)" if h["eps_reading"] == "normalized" else ""),
-                        "defense": r["label"], "classifier": r["model"], "n": n, "attacks": int(w["attacks"].iloc[0]),
-                        "oblivious (%)": round(100 * obl, 1),
-                        "adaptive worst case (%)": round(100 * wa, 1), "drop (points)": round(100 * (obl - wa), 1)})
-    return pd.DataFrame(out)
+            mate = [x for x in rows if x["method"] == r["method"] and x is not r]
+            m = min(n, sizes[id(mate[0])]) if mate and sizes[id(mate[0])] else 0
+            obl, worst = _scores(runs[id(r)], n)
+            line = {"dataset": name, "ε": eps, "defense": r["label"], "classifier": r["model"], "n": n,
+                    "attacks": len(runs[id(r)]), "oblivious (%)": round(100 * obl, 1),
+                    "adaptive worst case (%)": round(100 * worst, 1), "drop (points)": round(100 * (obl - worst), 1),
+                    "n paired": m or None}
+            common = {a for _, a, _ in runs[id(r)]} & {a for _, a, _ in runs[id(mate[0])]} if m else set()
+            longest = {}                              # one run per attack (its largest n): as f̂ had
+            for run in runs[id(r)]:
+                if run[1] in common and len(run[2]) > len(longest.get(run[1], (None, None, ""))[2]):
+                    longest[run[1]] = run
+            same = list(longest.values())
+            po, pw = _scores(same, m) if same else (np.nan, np.nan)
+            line["attacks, paired"] = len(same) or None
+            lo, hi = wilson_interval(round(pw * m), m) if same else (np.nan, np.nan)
+            line.update({"oblivious, paired (%)": round(100 * po, 1), "worst case, paired (%)": round(100 * pw, 1),
+                         "worst case, paired 95% CI": f"[{100 * lo:.1f}, {100 * hi:.1f}]" if same else None,
+                         "drop, paired (points)": round(100 * (po - pw), 1)})
+            out.append(line)
+    frame = pd.DataFrame(out)
+    if not frame.empty:
+        frame[["n paired", "attacks, paired"]] = frame[["n paired", "attacks, paired"]].astype("Int64")
+    return frame
 
 
 def _margins(dataset, method, variant, n, t, seed) -> dict:
@@ -252,7 +298,8 @@ def run_margins(datasets=("mnist", "cifar10"), n: int = N_MARGIN, t: int = T_MAR
 
 def margins_frame(n: int = N_MARGIN, t: int = T_MARGIN, seed: int = 0):
     """The stored margin records: per dataset and defended classifier, the majority vote's clean
-    accuracy and the margin's quartiles (Theorem 1 needs margin² / 2 to exceed the KL)."""
+    accuracy, the margin's mean and quartiles, and the largest KL Theorem 1 tolerates for the median image
+    (½ margin², 0 when the median margin is negative: the vote is wrong, nothing is certified)."""
     import pandas as pd
 
     out = []
@@ -265,10 +312,11 @@ def margins_frame(n: int = N_MARGIN, t: int = T_MARGIN, seed: int = 0):
             mg = np.array(rec["result"]["margin"])
             out.append({"dataset": name, "defense": r["label"], "classifier": r["model"], "n": n, "votes": t,
                         "vote accuracy (%)": round(100 * rec["result"]["vote_accuracy"], 1),
+                        "margin mean": round(float(mg.mean()), 3),
                         "margin q25": round(float(np.quantile(mg, 0.25)), 3),
                         "margin median": round(float(np.median(mg)), 3),
                         "margin q75": round(float(np.quantile(mg, 0.75)), 3),
-                        "½ median margin²": round(0.5 * float(np.median(mg)) ** 2, 4)})
+                        "½ median margin²": round(0.5 * max(float(np.median(mg)), 0.0) ** 2, 4)})
     return pd.DataFrame(out)
 
 
@@ -285,7 +333,7 @@ def chapter_cells(seed: int = 0) -> list[tuple[str, dict]]:
         suite = adaptive.attack_suite(name)
         cells += [("adaptive", adaptive.adaptive_params(name, r["defense"], h["eps"], suite[k], ADAPTIVE_N[name],
                                                         seed, r["variant"], h["eps_reading"]))
-                  for r in rows if r["variant"] is not None for k in adaptive._MAIN]
+                  for r in rows if r["variant"] is not None for k in suite]
         cells += [("tquant_margins", dict(dataset=name, method=r["method"], variant=r["variant"], n=N_MARGIN,
                                           t=T_MARGIN, seed=seed)) for r in rows]
     return cells
