@@ -195,3 +195,28 @@ def test_frame_and_worst_case_per_image(results_dir, monkeypatch):
     worst = adaptive.adaptive_frame(recs).query("attack == 'worst-case'")
     assert len(worst) == 1 and worst["n"].iloc[0] == 4 and worst["accuracy"].iloc[0] == 0.25
     assert worst["attacks"].iloc[0] == 3 and worst["attacks_all"].iloc[0] == 2
+
+
+def test_convergence_frame_reads_the_study_cells_only(results_dir, monkeypatch):
+    """The convergence curves are the study's cells (CONVERGENCE): a record of the same attack on the
+    same defense at another n is another curve and stays out of the default frame."""
+    def fake_run(**p):
+        bits = "1" * (p["attack"]["steps"] // 10) + "0" * 10
+        bits = bits[:p["n"]].ljust(p["n"], "0")
+        c, n = bits.count("1"), len(bits)
+        return {"correct_bits": bits, "correct": c, "n": n, "accuracy": c / n, "ci95": list(wilson_interval(c, n)),
+                "radius_pixels": 0.1, "seconds_attack": 0.0, "seconds_eval": 0.0}
+
+    monkeypatch.setattr(adaptive, "run_adaptive", fake_run)
+    study = {"method": "swrd", "s": 2, "k": 2, "eps": 0.1, "eps_reading": "pixels", "n": 8,
+             "steps": (10, 20), "eot": (1, 4)}
+    monkeypatch.setattr(adaptive, "CONVERGENCE", {"mnist": study})
+    monkeypatch.setattr(adaptive, "BUDGET", {"mnist": {"steps": 20, "eot": 4, "queries": 10, "votes": 1}})
+    assert len(adaptive.convergence_cells()) == len(adaptive.convergence_attacks("mnist")) == 3
+    q = QuantizerSpec.paper("mnist", "swrd", s=2, k=2).params()
+    for a in adaptive.convergence_attacks("mnist"):
+        adaptive.adaptive_record("mnist", q, 0.1, a, 8)
+        adaptive.adaptive_record("mnist", q, 0.1, a, 4)              # the same attacks at another n
+    conv = adaptive.convergence_frame()
+    assert set(conv["n"]) == {8} and set(conv["varies"]) == {"steps", "eot"}
+    assert len(adaptive.convergence_frame(results.load_records("adaptive"))) == 2 * len(conv)

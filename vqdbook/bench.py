@@ -46,7 +46,7 @@ __all__ = ["CONFIGS", "TARGETS", "BENCHMARKS", "run_bench_quantizers", "run_benc
            "run_bench_eot", "EOT_TARGET_RATIO", "run_bench_tquant", "TQUANT_TARGET_RATIO", "run_bench_certify",
            "record_benchmark", "baseline_quantize", "format_table", "quantizer_config",
            "profile_quantizer", "mean_inertia", "bench_torch_kmeans", "PROFILE_STAGES", "TORCH_KMEANS_CONFIGS",
-           "profile_frame", "baselines_frame"]
+           "profile_frame", "baselines_frame", "runs_frame"]
 
 #: name -> (dataset, method, s, k); sigma, tau and beta are the paper's for the dataset.
 CONFIGS: dict[str, tuple] = {
@@ -466,6 +466,24 @@ def baselines_frame(result: dict, config: str = "swrd_cifar_s4_k25"):
     return pd.DataFrame(rows, columns=cols)
 
 
+def runs_frame(records, config: str = "swrd_cifar_s4_k25"):
+    """One row per stored :func:`run_bench_quantizers` record (oldest first) for one configuration:
+    when, the load average before the run, ours and the baseline in img/s, the ratio and whether the
+    run met :data:`TARGETS`. A target is met when it holds run after run, which this frame shows."""
+    import pandas as pd
+
+    cols = ["created", "commit", "load before", "ours (img/s)", "baseline (img/s)", "ratio", "meets target"]
+    rows = []
+    for rec in sorted(records, key=lambda r: r["created"]):
+        e = rec["result"].get("configs", {}).get(config)
+        if not e:
+            continue
+        load = rec["result"].get("load_avg_before")
+        rows.append([rec["created"], str(rec.get("commit"))[:10], round(load[0], 2) if load else None,
+                     e["ours_img_s"], e["baseline_img_s"], e["ratio"], e.get("meets_target")])
+    return pd.DataFrame(rows, columns=cols)
+
+
 def format_table(record: dict) -> str:
     """A plain-text table of a :func:`run_bench_quantizers` record (eq. (1) / eqs. (2)-(4) timings)."""
     rows = [("config", "ours img/s", "ours 1-thr", "baseline img/s", "ratio", "ratio 1-thr",
@@ -623,7 +641,9 @@ def record_benchmark(what: str, *, n: int | None = None, seed: int = 0) -> tuple
         raise ValueError(f"what must be one of {sorted(BENCHMARKS)}; got {what!r}")
     if what == "quantizers":
         result = run_bench_quantizers(**({} if n is None else {"n_images": n}), seed=seed)
-        params = result["params"]
+        # every run is kept (its start time is part of the key): a throughput target holds only if it
+        # holds run after run, which the appendix shows from these records
+        params = {**result["params"], "run_started": result.get("started") or time.strftime("%Y-%m-%dT%H:%M:%S")}
     elif what == "table1":
         result = run_bench_table1(n=n or 1000, seed=seed)
         params = result["params"]

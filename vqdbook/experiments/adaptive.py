@@ -34,7 +34,8 @@ from .adversarial import NO_DEFENSE, classifier, model_available
 
 __all__ = ["DEFAULT_N", "BUDGET", "BITDEPTH", "EPS_READINGS", "attack_suite", "attack_key", "defense_rows",
            "adaptive_params", "run_adaptive", "adaptive_record", "run_adaptive_grid", "adaptive_frame", "worst_case",
-           "convergence_frame", "eps_on_pixels", "CONVERGENCE", "convergence_attacks", "run_convergence",
+           "convergence_frame", "convergence_cells", "eps_on_pixels", "CONVERGENCE", "convergence_attacks",
+           "run_convergence",
            "adaptive_table", "adaptive_claims", "slug", "HEADLINE", "headline_frame", "run_headline", "chapter_cells"]
 
 #: Test images per cell of ``vqdbook run adaptive`` (the chapter states the n behind every number).
@@ -233,9 +234,19 @@ _BASELINE_LABELS = {"none": "no defense", **paper.BASELINE_LABELS}
 CONVERGENCE = {
     "mnist": {"method": "swrd", "s": 2, "k": 2, "eps": 0.32, "eps_reading": "normalized", "n": 100,
               "steps": (10, 25, 50, 100, 200), "eot": (1, 2, 4, 8, 16)},
-    "cifar10": {"method": "swrd", "s": 4, "k": 25, "eps": 8 / 255, "eps_reading": "pixels", "n": 50,
-                "steps": (10, 25, 50, 100, 200), "eot": (1, 2, 4, 8)},
+    "cifar10": {"method": "swrd", "s": 4, "k": 25, "eps": 8 / 255, "eps_reading": "pixels", "n": 100,
+                "steps": (10, 25, 50, 100, 200, 500), "eot": (1, 2, 4, 8, 16, 32)},
 }
+
+
+def convergence_cells(seed: int = 0) -> list[tuple[str, dict]]:
+    """The records of the convergence study (:data:`CONVERGENCE`), as ``(kind, params)``."""
+    cells = []
+    for name, c in CONVERGENCE.items():
+        q = QuantizerSpec.paper(name, c["method"], c["s"], c["k"]).params()
+        cells += [("adaptive", adaptive_params(name, q, c["eps"], a, c["n"], seed, eps_reading=c["eps_reading"]))
+                  for a in convergence_attacks(name)]
+    return cells
 
 
 def convergence_attacks(dataset: str) -> list[AttackSpec]:
@@ -333,10 +344,14 @@ def worst_case(frame):
     return pd.DataFrame(out)
 
 
-def convergence_frame(records: list[dict] | None = None):
+def convergence_frame(records: list[dict] | None = None, seed: int = 0):
     """Accuracy against the attack budget: the rows of :func:`adaptive_frame` (no worst case) of the
     cells that were run at several budgets of one attack (same threat, kind and loss), with a
-    ``varies`` column saying which budget changes along the curve (``steps``, ``eot`` or ``votes``)."""
+    ``varies`` column saying which budget changes along the curve (``steps``, ``eot`` or ``votes``).
+    ``records`` defaults to the stored records of the convergence study (:func:`convergence_cells`);
+    other records of the same cell (another n, another classifier) would be other curves."""
+    if records is None:
+        records = [r for r in (load_record(kind, p) for kind, p in convergence_cells(seed)) if r is not None]
     frame = adaptive_frame(records, worst=False)
     if frame.empty:
         return frame
@@ -496,11 +511,7 @@ def run_headline(dataset: str, *, seed: int = 0, device: str = "cpu", progress: 
 def chapter_cells(seed: int = 0) -> list[tuple[str, dict]]:
     """The ``adaptive`` records the chapter's verdict rests on: the convergence study and the
     headline cells (:data:`CONVERGENCE`, :data:`HEADLINE`), as ``(kind, params)``."""
-    cells = []
-    for name, c in CONVERGENCE.items():
-        q = QuantizerSpec.paper(name, c["method"], c["s"], c["k"]).params()
-        cells += [("adaptive", adaptive_params(name, q, c["eps"], a, c["n"], seed, eps_reading=c["eps_reading"]))
-                  for a in convergence_attacks(name)]
+    cells = convergence_cells(seed)
     for name, h in HEADLINE.items():
         suite = attack_suite(name)
         for r in defense_rows(name):
