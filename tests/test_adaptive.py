@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy import stats
 
-from vqdbook import Defended, paper_quantizer, results
+from vqdbook import Defended, paper, paper_quantizer, results
 from vqdbook.attacks import APGD, PGD, AttackSpec, eot_gradient
 from vqdbook.checks import NotConvergedWarning, RandomizedDefenseWarning, check_convergence
 from vqdbook.data import load_dataset
@@ -220,3 +220,19 @@ def test_convergence_frame_reads_the_study_cells_only(results_dir, monkeypatch):
     conv = adaptive.convergence_frame()
     assert set(conv["n"]) == {8} and set(conv["varies"]) == {"steps", "eot"}
     assert len(adaptive.convergence_frame(results.load_records("adaptive"))) == 2 * len(conv)
+
+
+def test_curves_share_the_headline_records():
+    """The ε curve of CIFAR-10 runs the main attacks at every radius of Table 2 on the headline's images:
+    its cells at the headline radius are the headline's own records, not new ones."""
+    from vqdbook.results import params_key
+
+    curve = {params_key(p) for _, p in adaptive.curve_cells()}
+    h = adaptive.HEADLINE["cifar10"]
+    assert adaptive.CURVES["cifar10"]["n"] == h["n"]
+    head = [p for _, p in adaptive.chapter_cells() if p["dataset"] == "cifar10" and p["n"] == h["n"]
+            and abs(p["eps"] - h["eps"]) < 1e-9 and params_key(p) not in
+            {params_key(q) for _, q in adaptive.convergence_cells()}]
+    assert head and all(params_key(p) in curve for p in head)
+    radii = sorted({round(p["eps"] * 255) for _, p in adaptive.curve_cells()})
+    assert radii == [e for e in paper.TABLES[paper.TABLE_DATASETS["cifar10"]][1] if e > 0]

@@ -234,9 +234,8 @@ def test_cli_trains_on_quantized_images(tmp_path, monkeypatch):
 
 # ----------------------------------------------------------------------------- the committed models
 
-#: The t-models in data/weights (CIFAR-10 t-swRD is not trained: on a 2-core CPU its three epochs of
-#: on-the-fly swRD cost about two hours; `vqdbook train --dataset cifar10 --quantizer swrd --from natural`).
-COMMITTED = [("mnist", "prd"), ("mnist", "swrd"), ("cifar10", "prd")]
+#: The t-models in data/weights.
+COMMITTED = [("mnist", "prd"), ("mnist", "swrd"), ("cifar10", "prd"), ("cifar10", "swrd")]
 
 
 @pytest.mark.parametrize("dataset, method", COMMITTED, ids=lambda v: v)
