@@ -71,7 +71,7 @@ __all__ = ["N_IMAGES", "N_SAMPLES", "T_MARGIN", "ALPHA_MARGIN", "GRID", "EOT_SAM
            "run_smoothing_art", "smoothing_cross_check", "record_status"]
 
 #: Test images per certified-accuracy curve (the first of the stratified test set).
-N_IMAGES = {"mnist": 20, "cifar10": 12}
+N_IMAGES = {"mnist": 20, "cifar10": 6}
 #: Centre-set draws per point for the KL of eq. (9) (common random numbers between x and x').
 N_SAMPLES = {"mnist": 2_000, "cifar10": 2_000}
 #: Clean draws of f(Q(x)) whose counts bound the margin, and the margin's confidence 1 - ALPHA_MARGIN
