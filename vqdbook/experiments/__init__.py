@@ -13,6 +13,10 @@ module                 artefact
 ``radii``              certified radii per image (Theorem 1, estimated) beside randomized smoothing
                        (certified), the curves of certified accuracy against radius, and the KL
                        estimator on problems with a known answer
+``adaptive``           attacks that know the quantizer (BPDA, EOT, APGD, Square), the per-image
+                       worst case, the convergence study, the headline cells and the ε curves
+``tquant``             Figure 8: classifiers trained on quantized images (t-pRD, t-swRD) under the
+                       oblivious and the adaptive attacks, and their vote margins
 =====================  ==========================================================================
 
 The most used names are importable from here, e.g. ``from vqdbook.experiments import table_frame``.
@@ -20,6 +24,7 @@ The most used names are importable from here, e.g. ``from vqdbook.experiments im
 
 from __future__ import annotations
 
+from .adaptive import adaptive_frame, convergence_frame, run_adaptive_grid
 from .adversarial import (
     ATTACKS,
     BPDA_EOT_SAMPLES,
@@ -61,7 +66,7 @@ __all__ = [
     "run_fig4", "run_fig5", "run_fig7", "VARIANTS", "closest_variant", "run_variants", "variant_frame",
     "variant_params", "variant_summary", "TABLE_ATTACKS", "attack_strength_frame", "run_table", "table_agreement",
     "table_cell_params", "table_curves", "table_frame", "table_spec", "certified_curves", "curve_summary",
-    "run_radii", "validation_frame", "chapter_cells",
+    "run_radii", "validation_frame", "adaptive_frame", "convergence_frame", "run_adaptive_grid", "chapter_cells",
 ]
 
 
