@@ -649,8 +649,10 @@ def fig8_plot(frame, dataset: str, eps_reading: str = "pixels", title: str | Non
         ax.set_xlabel("ε" + (f" ({suffix})" if suffix else "") + (" on normalized inputs"
                                                                    if eps_reading == "normalized" else ""))
         ax.set_ylim(-3, 103)
-        ax.legend(fontsize=6.5, loc="lower left")
+        # the legend goes under the panel, where it hides no point
+        ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=1, frameon=False)
     axes[0, 0].set_ylabel("accuracy (%)")
+    fig.set_size_inches(4.2 * len(methods), 4.6)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
