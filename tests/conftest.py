@@ -33,6 +33,36 @@ def skip_or_fail(reason: str) -> None:
     pytest.skip(reason)
 
 
+@pytest.fixture
+def mnist_train_split():
+    """The MNIST train split must be readable (``VQDBOOK_DATA``): skipped without it, an error under CI=true."""
+    from vqdbook.data import DataUnavailableError, load_dataset
+
+    try:
+        load_dataset("mnist", "train", n=10)
+    except DataUnavailableError:
+        skip_or_fail("MNIST train split unavailable (set VQDBOOK_DATA)")
+
+
+@pytest.fixture
+def rejects_bad_inputs():
+    """A check every attack passes: labels of the wrong length or out of range, images outside [0, 1]
+    and images without a batch dimension are refused with a ValueError naming what is wrong."""
+    import torch
+
+    def check(atk, x, y):
+        with pytest.raises(ValueError, match="y must be"):
+            atk(x[:4], y[:3])
+        with pytest.raises(ValueError, match="labels"):
+            atk(x[:2], torch.tensor([0, 10]))
+        with pytest.raises(ValueError, match=r"\[0, 1\]"):
+            atk(x[:2] * 2 + 0.5, y[:2])
+        with pytest.raises(ValueError, match="B, C, H, W"):
+            atk(x[0], y[:1])
+
+    return check
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT

@@ -2,13 +2,12 @@
 
 import json
 import math
-import os
 
 import pytest
 import torch
 
 from vqdbook import models
-from vqdbook.data import DataUnavailableError, load_dataset
+from vqdbook.data import load_dataset
 from vqdbook.models import build_model, load_pretrained
 
 
@@ -68,10 +67,10 @@ def test_weights_checksum_mismatch_is_refused(tmp_path, monkeypatch):
         load_pretrained("mnist", "mnist_cnn", "t")
 
 
+@pytest.mark.usefixtures("mnist_train_split")
 def test_train_resume_after_kill_gives_the_same_weights(tmp_path):
     from vqdbook.train import train
 
-    _mnist_train_or_skip()
     kw = dict(epochs=2, batch_size=64, n_train=256, n_test=100, progress=False, lr=0.05)
     straight = train("mnist", "mnist_cnn", out_dir=tmp_path / "a", checkpoint_dir=tmp_path / "ca", **kw)
     stopped = train("mnist", "mnist_cnn", out_dir=tmp_path / "b", checkpoint_dir=tmp_path / "cb",
@@ -117,19 +116,10 @@ def test_mart_loss_gradient_is_finite_when_probabilities_underflow():
     assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in net.parameters())
 
 
-def _mnist_train_or_skip():
-    try:
-        load_dataset("mnist", "train", n=10)
-    except DataUnavailableError:
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip("MNIST train split unavailable (set VQDBOOK_DATA)")
-
-
+@pytest.mark.usefixtures("mnist_train_split")
 def test_grad_clip_is_validated_and_recorded(tmp_path):
     from vqdbook.train import train
 
-    _mnist_train_or_skip()
     for bad in (0, -1.0, float("nan"), True, "1"):
         with pytest.raises(ValueError, match="grad_clip"):
             train("mnist", "mnist_cnn", epochs=1, n_train=64, grad_clip=bad, out_dir=tmp_path, progress=False)
@@ -138,12 +128,12 @@ def test_grad_clip_is_validated_and_recorded(tmp_path):
     assert card["config"]["grad_clip"] == 1.0 and math.isfinite(card["history"][0]["loss"])
 
 
+@pytest.mark.usefixtures("mnist_train_split")
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("method", ["fastat", "mart"])
 def test_adversarial_training_runs_on_cuda(tmp_path, method):
     from vqdbook.train import train
 
-    _mnist_train_or_skip()
     card = train("mnist", "mnist_cnn", epochs=1, batch_size=32, n_train=128, n_test=50, progress=False,
                  method=method, device="cuda", out_dir=tmp_path / "w", checkpoint_dir=tmp_path / "c")
     assert card["hardware"]["device"] == "cuda" and math.isfinite(card["history"][0]["loss"])

@@ -5,7 +5,6 @@ committed weights. Everything runs on MNIST with tiny subsets; the CIFAR-10 mode
 from __future__ import annotations
 
 import json
-import os
 import shutil
 
 import pytest
@@ -20,15 +19,6 @@ from vqdbook.quantizers import QuantizerSpec
 from vqdbook.train import QuantizeTransform, train
 
 TINY = dict(epochs=1, batch_size=32, n_train=64, n_test=50, progress=False)
-
-
-def _mnist_train_or_skip():
-    try:
-        load_dataset("mnist", "train", n=10)
-    except DataUnavailableError:
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip("MNIST train split unavailable (set VQDBOOK_DATA)")
 
 
 def _images(n=6):
@@ -82,8 +72,8 @@ class _Recorder(QuantizeTransform):
         return out
 
 
+@pytest.mark.usefixtures("mnist_train_split")
 def test_training_sees_a_new_quantized_copy_of_each_image_every_epoch(tmp_path):
-    _mnist_train_or_skip()
     spec = tquant_spec("mnist", "prd")
     kw = dict(TINY, epochs=2, variant="rec", out_dir=tmp_path / "w")
     runs = []
@@ -99,8 +89,8 @@ def test_training_sees_a_new_quantized_copy_of_each_image_every_epoch(tmp_path):
 
 # ----------------------------------------------------------------------------- training runs
 
+@pytest.mark.usefixtures("mnist_train_split")
 def test_tiny_run_writes_a_card_with_the_quantizer_and_both_accuracies(tmp_path):
-    _mnist_train_or_skip()
     spec = tquant_spec("mnist", "swrd")
     card = train("mnist", "mnist_cnn", quantizer=spec, init="natural", out_dir=tmp_path / "w",
                  checkpoint_dir=tmp_path / "c", **TINY)
@@ -118,8 +108,8 @@ def test_tiny_run_writes_a_card_with_the_quantizer_and_both_accuracies(tmp_path)
     assert on_disk["sha256"] == sha256_file(tmp_path / "w" / "mnist_mnist_cnn_t-swrd.pt")
 
 
+@pytest.mark.usefixtures("mnist_train_split")
 def test_resume_after_a_kill_gives_the_same_weights(tmp_path):
-    _mnist_train_or_skip()
     kw = dict(TINY, epochs=2, quantizer=tquant_spec("mnist", "prd"), init="natural")
     straight = train("mnist", "mnist_cnn", out_dir=tmp_path / "a", checkpoint_dir=tmp_path / "ca", **kw)
     stopped = train("mnist", "mnist_cnn", out_dir=tmp_path / "b", checkpoint_dir=tmp_path / "cb", stop_after=1, **kw)
@@ -136,8 +126,8 @@ def test_resume_after_a_kill_gives_the_same_weights(tmp_path):
               **{**kw, "quantizer": tquant_spec("mnist", "prd").replace(k=3)})
 
 
+@pytest.mark.usefixtures("mnist_train_split")
 def test_frozen_draw_is_named_and_recorded(tmp_path):
-    _mnist_train_or_skip()
     card = train("mnist", "mnist_cnn", quantizer=tquant_spec("mnist", "prd"), frozen_draw=True,
                  out_dir=tmp_path / "w", checkpoint_dir=tmp_path / "c", **TINY)
     assert card["variant"] == "t-prd-frozen" and card["draws"] == "frozen" and "init" not in card
@@ -214,10 +204,10 @@ def test_cli_reports_missing_data_with_the_loaders_message_only(monkeypatch):
     assert e.value.code == "vqdbook train: no source for svhn; SVHN has no offline source in this project"
 
 
+@pytest.mark.usefixtures("mnist_train_split")
 def test_cli_trains_on_quantized_images(tmp_path, monkeypatch):
     from vqdbook import train as train_module
 
-    _mnist_train_or_skip()
     weights = tmp_path / "weights"
     weights.mkdir()
     for suffix in (".pt", ".json"):               # the natural weights the fine-tuning starts from
