@@ -35,7 +35,8 @@ from .reproduction import VARIANT_SETTINGS
 
 __all__ = ["DEFAULT_N", "BUDGET", "BITDEPTH", "EPS_READINGS", "attack_suite", "attack_key", "defense_rows",
            "adaptive_params", "run_adaptive", "adaptive_record", "run_adaptive_grid", "adaptive_frame", "worst_case",
-           "convergence_frame", "convergence_cells", "eps_on_pixels", "CONVERGENCE", "convergence_attacks",
+           "convergence_frame", "convergence_cells", "convergence_worst_case", "eps_on_pixels", "CONVERGENCE",
+           "convergence_attacks",
            "run_convergence", "CURVES", "curve_eps", "curve_cells", "run_curves", "curves_frame",
            "adaptive_table", "adaptive_claims", "slug", "HEADLINE", "headline_frame", "run_headline", "chapter_cells"]
 
@@ -368,6 +369,15 @@ def convergence_frame(records: list[dict] | None = None, seed: int = 0):
     import pandas as pd
 
     return pd.concat(parts, ignore_index=True)
+
+
+def convergence_worst_case(seed: int = 0):
+    """Per dataset of the convergence study: the per-image worst case over all of its runs (every
+    budget; each run is also a restart with its own random start and EOT draws), as the rows of
+    :func:`adaptive_frame` with ``attack == "worst-case"`` (``attacks`` = the number of runs)."""
+    records = [r for r in (load_record(kind, p) for kind, p in convergence_cells(seed)) if r is not None]
+    frame = adaptive_frame(records)
+    return frame[frame["attack"] == "worst-case"].reset_index(drop=True) if len(frame) else frame
 
 
 def adaptive_table(frame, dataset: str, eps_reading: str = "pixels", n: int | None = None):
