@@ -28,6 +28,7 @@ SCHEMA = {
     "kl_validation": {"points"},
     "adaptive": {"accuracy", "ci95", "correct", "correct_bits", "n", "seconds_attack"},
     "bench_certify": {"per_image", "machine"},
+    "bench_eot": {"seconds_batched", "seconds_single_draws", "ratio", "machine"},
     "tquant_margins": {"margin", "vote_correct", "vote_accuracy", "median_margin"},
 }
 PROVENANCE = {"kind", "params", "params_key", "result", "runtime_s", "created", "checksum", "versions", "hardware",
