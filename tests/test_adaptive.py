@@ -236,3 +236,21 @@ def test_curves_share_the_headline_records():
     assert head and all(params_key(p) in curve for p in head)
     radii = sorted({round(p["eps"] * 255) for _, p in adaptive.curve_cells() if p["dataset"] == "cifar10"})
     assert radii == [e for e in paper.TABLES[paper.TABLE_DATASETS["cifar10"]][1] if e > 0]
+
+
+def test_restart_runs_are_the_suites_attack_with_more_starts():
+    """The restart runs of the headline cells are APGD-CE at the suite's budget with more random starts,
+    on every quantizer row and on the headline's images, so the per-image worst case can use them."""
+    from vqdbook.results import params_key
+
+    cells = adaptive.restart_cells()
+    book = {params_key(p) for _, p in adaptive.chapter_cells()}
+    for name, r in adaptive.HEADLINE_RESTARTS.items():
+        mine = [p for _, p in cells if p["dataset"] == name]
+        quant = [row for row in adaptive.defense_rows(name) if row["method"] in ("randdisc", "prd", "swrd")]
+        assert len(mine) == len(quant) > 0
+        b = adaptive.attack_suite(name)["bpda-eot-apgd-ce"]
+        for p in mine:
+            a = AttackSpec.from_params(p["attack"])
+            assert (a.kind, a.loss, a.steps, a.eot, a.restarts) == ("apgd", b.loss, b.steps, b.eot, r) and r > 1
+            assert p["n"] == adaptive.HEADLINE[name]["n"] and params_key(p) in book
