@@ -347,6 +347,11 @@ def worst_case(frame):
     return pd.DataFrame(out)
 
 
+def _stored(cells) -> list[dict]:
+    """The stored records of ``cells`` (``(kind, params)`` pairs), those not computed left out."""
+    return [r for r in (load_record(kind, p) for kind, p in cells) if r is not None]
+
+
 def convergence_frame(records: list[dict] | None = None, seed: int = 0):
     """Accuracy against the attack budget: the rows of :func:`adaptive_frame` (no worst case) of the
     cells that were run at several budgets of one attack (same threat, kind and loss), with a
@@ -354,7 +359,7 @@ def convergence_frame(records: list[dict] | None = None, seed: int = 0):
     ``records`` defaults to the stored records of the convergence study (:func:`convergence_cells`);
     other records of the same cell (another n, another classifier) would be other curves."""
     if records is None:
-        records = [r for r in (load_record(kind, p) for kind, p in convergence_cells(seed)) if r is not None]
+        records = _stored(convergence_cells(seed))
     frame = adaptive_frame(records, worst=False)
     if frame.empty:
         return frame
@@ -376,7 +381,7 @@ def convergence_worst_case(seed: int = 0):
     """Per dataset of the convergence study: the per-image worst case over all of its runs (every
     budget; each run is also a restart with its own random start and EOT draws), as the rows of
     :func:`adaptive_frame` with ``attack == "worst-case"`` (``attacks`` = the number of runs)."""
-    records = [r for r in (load_record(kind, p) for kind, p in convergence_cells(seed)) if r is not None]
+    records = _stored(convergence_cells(seed))
     frame = adaptive_frame(records)
     return frame[frame["attack"] == "worst-case"].reset_index(drop=True) if len(frame) else frame
 
@@ -554,7 +559,7 @@ def run_curves(dataset: str, *, seed: int = 0, device: str = "cpu", progress: bo
 
 def curves_frame(seed: int = 0):
     """:func:`adaptive_frame` of the stored ε-curve records (:func:`curve_cells`), worst case included."""
-    records = [r for r in (load_record(kind, p) for kind, p in curve_cells(seed)) if r is not None]
+    records = _stored(curve_cells(seed))
     return adaptive_frame(records)
 
 
