@@ -44,8 +44,8 @@ __all__ = ["N", "N_TQUANT", "ADAPTIVE_N", "EPS_NORMALIZED", "point_n", "eps_grid
 N = 1000
 #: Test images per oblivious Figure 8 point of f̂ (the first of f's nested subset; see the module docstring).
 N_TQUANT = {"mnist": 500, "cifar10": 500}
-#: Test images per adaptive cell of f̂, every attack of the suite (f's cells are the adaptive chapter's: its
-#: HEADLINE n for the main attacks, n_extra, the same as these, for APGD-DLR and Square).
+#: Test images per adaptive cell of f̂, every attack of the suite (f's cells are the adaptive chapter's, on
+#: ``adaptive.headline_n`` images: more for most attacks, Square on the same prefix as these).
 ADAPTIVE_N = {"mnist": 100, "cifar10": 50}
 #: Clean test images and quantizer draws per image for the vote margins.
 N_MARGIN, T_MARGIN = 200, 100
@@ -211,11 +211,7 @@ def _cell_runs(records, name, row, h, seed):
 def _scores(runs, m):
     """Oblivious accuracy and per-image worst case over ``runs`` on the first ``m`` images (an attack run on
     fewer images counts for those it saw, as :func:`vqdbook.experiments.adaptive.worst_case`)."""
-    robust = [True] * m
-    for _, _, bits in runs:
-        for i, b in enumerate(bits[:m]):
-            if b == "0":
-                robust[i] = False
+    robust = adaptive.robust_per_image([bits for _, _, bits in runs], m)
     obl = [bits for key, _, bits in runs if key == "oblivious-pgd" and len(bits) >= m]
     return (obl[0][:m].count("1") / m if obl else np.nan), sum(robust) / m
 
