@@ -232,8 +232,10 @@ def test_curves_at_the_headline_radius_count_in_the_headline_worst_case():
     curve = [p for _, p in adaptive.curve_cells() if p["dataset"] == "cifar10" and abs(p["eps"] - h["eps"]) < 1e-9]
     head = [p for _, p in adaptive.chapter_cells() if p["dataset"] == "cifar10" and p["n"] == h["n"]
             and abs(p["eps"] - h["eps"]) < 1e-9 and p["attack"]["restarts"] == 1]
-    assert curve and {(repr(p["defense"]), repr(p["attack"])) for p in curve} == \
-        {(repr(p["defense"]), repr(p["attack"])) for p in head}
+    pairs = {(repr(p["defense"]), repr(p["attack"])) for p in curve}
+    # the curve's attacks are the headline's main ones, on every defense the headline scores
+    assert curve and pairs <= {(repr(p["defense"]), repr(p["attack"])) for p in head}
+    assert {d for d, _ in pairs} == {repr(p["defense"]) for p in head}
     radii = sorted({round(p["eps"] * 255) for _, p in adaptive.curve_cells() if p["dataset"] == "cifar10"})
     assert radii == [e for e in paper.TABLES[paper.TABLE_DATASETS["cifar10"]][1] if e > 0]
     # a run on fewer images counts for those it saw
