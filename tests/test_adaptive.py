@@ -258,3 +258,15 @@ def test_restart_runs_are_the_suites_attack_with_more_starts():
             a = AttackSpec.from_params(p["attack"])
             assert (a.kind, a.loss, a.steps, a.eot, a.restarts) == ("apgd", b.loss, b.steps, b.eot, r) and r > 1
             assert p["n"] == adaptive.HEADLINE[name]["n"] and params_key(p) in book
+
+
+def test_headline_frame_has_one_row_per_defense_and_attack():
+    """The headline table shows one number per (defense, attack): records of the same cell on other
+    weights (classifiers trained on quantized images share the quantizer's label) stay out of it."""
+    head = adaptive.headline_frame()
+    assert len(head)
+    assert not head.duplicated(["dataset", "label", "attack"]).any()
+    for name in adaptive.HEADLINE:
+        allowed = {r["variant"] for r in adaptive.defense_rows(name)}
+        seen = {None if v != v else v for v in head[head["dataset"] == name]["variant"]}
+        assert seen <= allowed

@@ -468,7 +468,9 @@ def adaptive_claims(frame) -> dict:
     Per cell also: ``best_quantizer`` (the quantizer row with the highest worst case, with its
     ``_worst`` and ``_oblivious`` accuracy), ``largest_drop`` (the most points any quantizer loses
     from the oblivious attack to the worst case, and its ``_label``), ``bitdepth_label`` and
-    ``bitdepth_worst``."""
+    ``bitdepth_worst``, ``above_fastat`` / ``below_fastat`` (the quantizers whose worst-case interval
+    lies above / below adversarial training's), and ``rd_worst_min`` / ``_max`` and
+    ``rd_oblivious_min`` / ``_max`` (the range over the pRD and swRD rows, the journal version's defenses)."""
     out = {}
     if frame.empty:
         return out
@@ -511,6 +513,19 @@ def adaptive_claims(frame) -> dict:
             below = [lab for lab, (lo, hi, m) in worst.items() if m in paper.QUANTIZERS and hi < lo_b]
             out[f"{tag}_beat_bitdepth"] = ", ".join(beats) if beats else "none"
             out[f"{tag}_below_bitdepth"] = ", ".join(below) if below else "none"
+        advt = [v for v in worst.values() if v[2] == "fastat"]
+        if advt:
+            lo_a, hi_a, _ = advt[0]
+            above = [lab for lab, (lo, hi, m) in worst.items() if m in paper.QUANTIZERS and lo > hi_a]
+            below = [lab for lab, (lo, hi, m) in worst.items() if m in paper.QUANTIZERS and hi < lo_a]
+            out[f"{tag}_above_fastat"] = ", ".join(above) if above else "none"
+            out[f"{tag}_below_fastat"] = ", ".join(below) if below else "none"
+        # the journal version's two defenses (pRD, swRD): their worst cases and oblivious accuracies
+        rd = [lab for lab, v in worst.items() if v[2] in ("prd", "swrd")]
+        for what, key in (("worst", "worst_case"), ("oblivious", "oblivious_pgd")):
+            vals = [out[f"{tag}_{slug(lab)}_{key}"] for lab in rd if f"{tag}_{slug(lab)}_{key}" in out]
+            if vals:
+                out[f"{tag}_rd_{what}_min"], out[f"{tag}_rd_{what}_max"] = min(vals), max(vals)
     return out
 
 
@@ -587,12 +602,21 @@ def headline_frame(frame=None):
     """The rows of :func:`adaptive_frame` (or of ``frame``) in the headline cells (:data:`HEADLINE`): per
     defense and attack the run on the most images (an attack run only on a prefix keeps its prefix run),
     the suite's budget where a cell holds several (the convergence study, restarts; they count in the
-    worst case, which is computed before), and the worst case at the cell's largest n."""
+    worst case, which is computed before), and the worst case at the cell's largest n. Only the
+    classifiers of the headline's rows (:func:`defense_rows`) count: records of the same cell on other
+    weights (the classifiers trained on quantized images) are other rows with the same label."""
     frame = adaptive_frame() if frame is None else frame
     if frame.empty:
         return frame
-    keep = frame.apply(lambda r: r["dataset"] in HEADLINE and abs(r["eps"] - HEADLINE[r["dataset"]]["eps"]) < 1e-8
-                       and r["eps_reading"] == HEADLINE[r["dataset"]]["eps_reading"], axis=1)
+    variants = {name: {r["variant"] for r in defense_rows(name)} for name in HEADLINE}
+
+    def in_headline(r):
+        h = HEADLINE.get(r["dataset"])
+        variant = None if r["variant"] is None or r["variant"] != r["variant"] else r["variant"]
+        return (h is not None and abs(r["eps"] - h["eps"]) < 1e-8 and r["eps_reading"] == h["eps_reading"]
+                and variant in variants[r["dataset"]])
+
+    keep = frame.apply(in_headline, axis=1)
     sub = frame[keep]
     sub = sub[sub["n"] == sub.groupby(["dataset", "label", "attack"])["n"].transform("max")]
     parts = [_suite_budget(g, name) for (name, _, _), g in sub.groupby(["dataset", "label", "attack"], sort=False)]
