@@ -94,6 +94,16 @@ def test_converged_problems_leave_the_batch_without_changing_results():
         torch.testing.assert_close(c1[0], C[b], rtol=0, atol=1e-12)
 
 
+def test_seeding_labels_are_the_first_e_step():
+    """The k-means++ seeding's labels, which replace Lloyd's first E-step, are every point's nearest
+    seed (the first one on ties, as in scikit-learn)."""
+    import vqdbook.kmeans as K
+
+    X = _patches("cifar10", 8, 4).double()
+    idx, labels = K._kmeanspp(X, K._sq_norms(X), 25, torch.Generator().manual_seed(0), n_local_trials(25))
+    assert torch.equal(labels, torch.cdist(X, K.take_rows(X, idx)).argmin(2))
+
+
 def test_tolerance_is_sklearns_per_problem():
     X = _patches("mnist", 3, 2)
     t = tolerance(X, 1e-4)

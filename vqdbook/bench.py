@@ -319,7 +319,7 @@ def bench_torch_kmeans(q: QuantizerSpec, x: torch.Tensor, seed: int = 0, repeats
 
 
 def run_bench_quantizers(n_images: int = 256, seed: int = 0, *, n_baseline: int | None = 64,
-                         repeats: int = 3, configs: list[str] | None = None,
+                         repeats: int = 5, configs: list[str] | None = None,
                          threads: int | None = None, n_torch_kmeans: int = 16) -> dict:
     """Time every configuration of :data:`CONFIGS`: ours (batched) vs the per-image baseline.
 
@@ -330,7 +330,8 @@ def run_bench_quantizers(n_images: int = 256, seed: int = 0, *, n_baseline: int 
     seed : seeds our generator and the baseline's NumPy generator.
     n_baseline : images for the (slow) baseline, the first ``n_baseline`` of the same images
         (``None``: all ``n_images``).
-    repeats : each measurement is repeated and the fastest run kept.
+    repeats : each measurement is repeated and the fastest run kept (the run least disturbed by
+        whatever else shares the cores; on a 2-core machine that changes speed from second to second).
     configs : subset of :data:`CONFIGS` names (default: all).
     threads : worker threads for ours (default: ``torch.get_num_threads()``, at most one per chunk;
         :func:`vqdbook.parallel.worker_threads`). ``ours_single_thread`` is always measured with

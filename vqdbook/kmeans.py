@@ -205,22 +205,11 @@ def _estep(Xa, C, koff, w):
     flattened batch) -- for ``koff`` = ``b*k + k`` per problem ``(B, 1)``. Labels are the *first*
     nearest centre among exact ties, as in scikit-learn (see :func:`first_argmin`).
     """
-    B = Xa.shape[0]
-    if B > ESTEP_BLOCK:
-        # in blocks of problems, so that the distance matrix stays in cache across its four passes
-        return torch.cat([_estep(Xa[i:i + ESTEP_BLOCK], C[i:i + ESTEP_BLOCK], koff[i:i + ESTEP_BLOCK], w)
-                          for i in range(0, B, ESTEP_BLOCK)])
     c_sq = torch.linalg.vecdot(C, C)
     D = torch.bmm(torch.cat([C * -2.0, c_sq[:, :, None]], 2), Xa.transpose(1, 2))   # (B, k, n)
     vals = torch.amin(D, dim=1)
     top = D.le_(vals.unsqueeze(1)).mul_(w).amax(dim=1)              # k - (first argmin)
     return koff - top.long()
-
-
-#: Problems per block of :func:`_estep`: 16 images of swRD CIFAR-10 (s=4, k=25) make a distance matrix
-#: of about 1.3 MB, which stays in a 2 MB L2 cache across the E-step's passes (the whole chunk's does
-#: not); the labels are the same for any block size.
-ESTEP_BLOCK = 16
 
 
 def _sums(Xa, flat, k):
