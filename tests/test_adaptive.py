@@ -227,7 +227,7 @@ def test_curves_at_the_headline_radius_count_in_the_headline_worst_case():
     images: its cells at the headline radius are the headline's attacks on fewer images, and the worst case
     of a cell counts a run on the first n' < n images for those images."""
     h = adaptive.HEADLINE["cifar10"]
-    c = adaptive.CURVES["cifar10"]
+    c = adaptive.curve_spec("cifar10", adaptive.HEADLINE["cifar10"]["eps_reading"])
     assert c["n"] <= h["n"] and c["eps_reading"] == h["eps_reading"]
     curve = [p for _, p in adaptive.curve_cells() if p["dataset"] == "cifar10" and abs(p["eps"] - h["eps"]) < 1e-9]
     head = [p for _, p in adaptive.chapter_cells() if p["dataset"] == "cifar10" and p["n"] == h["n"]

@@ -36,10 +36,10 @@ from .reproduction import VARIANT_SETTINGS
 __all__ = ["DEFAULT_N", "BUDGET", "BITDEPTH", "EPS_READINGS", "attack_suite", "attack_key", "defense_rows",
            "adaptive_params", "run_adaptive", "adaptive_record", "run_adaptive_grid", "adaptive_frame", "worst_case",
            "convergence_frame", "convergence_cells", "convergence_worst_case", "eps_on_pixels", "CONVERGENCE",
-           "convergence_attacks", "run_convergence", "HEADLINE_RESTARTS", "restart_cells", "CURVES", "curve_eps",
-           "curve_cells", "run_curves", "curves_frame", "adaptive_table", "adaptive_claims", "robust_per_image",
+           "convergence_attacks", "run_convergence", "HEADLINE_RESTARTS", "restart_cells", "CURVES", "curve_spec",
+           "curve_eps", "curve_cells", "run_curves", "curves_frame", "adaptive_table", "adaptive_claims",
            "slug", "HEADLINE", "headline_n", "headline_frame", "headline_full_coverage", "run_headline",
-           "chapter_cells"]
+           "chapter_cells", "robust_per_image"]
 
 #: Test images per cell of ``vqdbook run adaptive`` (the chapter states the n behind every number).
 DEFAULT_N = 500
@@ -550,46 +550,68 @@ def headline_n(dataset: str, attack: str) -> int:
     return int(h.get("prefix", {}).get(attack, h["n"]))
 
 
-#: The ε curves: per dataset, the main attacks (:data:`_MAIN`) on every defense at each radius (read as
-#: ``eps_reading``) on the first ``n`` test images. CIFAR-10: every radius of Table 2 on pixels, on the
-#: first 100 of the headline's images (at the headline radius these runs count in the headline cell's
-#: worst case for the images they saw, :func:`worst_case`). MNIST: the three largest radii of Table 1 on
-#: normalized inputs (where chapter 3 reproduces the table; the reproduction study's radii), on
-#: 100 images (its RandDisc and swRD cells cost minutes each on a CPU).
-CURVES = {"cifar10": {"eps_reading": "pixels", "n": 100},
-          "mnist": {"eps_reading": "normalized", "n": 100, "eps": VARIANT_SETTINGS["table1"]["eps"]}}
+#: The ε curves: per dataset, one entry per ε reading, the main attacks (:data:`_MAIN`) on every
+#: defense at each radius (read as ``eps_reading``) on the first ``n`` test images. CIFAR-10: every
+#: radius of Table 2 on pixels, on the first 100 of the headline's images (at the headline radius these
+#: runs count in the headline cell's worst case for the images they saw, :func:`worst_case`). MNIST: the
+#: three largest radii of Table 1 on both readings chapter 3 studies -- normalized inputs (where chapter 3
+#: reproduces the table; the reproduction study's radii) and pixels (the literal reading) -- on 100
+#: images (its RandDisc and swRD cells cost minutes each on a CPU).
+CURVES = {"cifar10": ({"eps_reading": "pixels", "n": 100},),
+          "mnist": ({"eps_reading": "normalized", "n": 100, "eps": VARIANT_SETTINGS["table1"]["eps"]},
+                    {"eps_reading": "pixels", "n": 100, "eps": VARIANT_SETTINGS["table1"]["eps"]})}
 
 
-def curve_eps(dataset: str) -> list[float]:
-    """The radii (on [0, 1], as read) of :data:`CURVES`: its ``eps`` where given, else the paper's table
-    radii above 0."""
+def curve_spec(dataset: str, eps_reading: str | None = None) -> dict:
+    """The entry of :data:`CURVES` for ``dataset`` read as ``eps_reading`` (default: its first)."""
     name = spec(dataset).name
-    if "eps" in CURVES[name]:
-        return [float(e) for e in CURVES[name]["eps"]]
+    specs = CURVES[name]
+    if eps_reading is None:
+        return specs[0]
+    for c in specs:
+        if c["eps_reading"] == eps_reading:
+            return c
+    raise ValueError(f"eps_reading must be one of {[c['eps_reading'] for c in specs]} for {name}, got {eps_reading!r}")
+
+
+def curve_eps(dataset: str, eps_reading: str | None = None) -> list[float]:
+    """The radii (on [0, 1], as read) of a curve of :data:`CURVES` (:func:`curve_spec`): its ``eps``
+    where given, else the paper's table radii above 0."""
+    name = spec(dataset).name
+    c = curve_spec(name, eps_reading)
+    if "eps" in c:
+        return [float(e) for e in c["eps"]]
     return [e / paper.UNITS[name] for e in paper.TABLES[paper.TABLE_DATASETS[name]][1] if e > 0]
 
 
 def curve_cells(seed: int = 0) -> list[tuple[str, dict]]:
     """The records of the ε curves (:data:`CURVES`), as ``(kind, params)``."""
     cells = []
-    for name, c in CURVES.items():
+    for name, specs in CURVES.items():
         suite = attack_suite(name)
-        for eps in curve_eps(name):
-            for r in defense_rows(name):
-                for key in _MAIN:
-                    if r["defense"]["method"] == "none" and key in ("oblivious-pgd", "bpda-pgd"):
-                        continue
-                    cells.append(("adaptive", adaptive_params(name, r["defense"], eps, suite[key], c["n"], seed,
-                                                              r["variant"], c["eps_reading"])))
+        for c in specs:
+            for eps in curve_eps(name, c["eps_reading"]):
+                for r in defense_rows(name):
+                    for key in _MAIN:
+                        if r["defense"]["method"] == "none" and key in ("oblivious-pgd", "bpda-pgd"):
+                            continue
+                        cells.append(("adaptive", adaptive_params(name, r["defense"], eps, suite[key], c["n"], seed,
+                                                                  r["variant"], c["eps_reading"])))
     return cells
 
 
-def run_curves(dataset: str, *, seed: int = 0, device: str = "cpu", progress: bool = True) -> list[dict]:
-    """Run (or load) the ε curve of ``dataset`` (:data:`CURVES`; any dataset of :data:`BUDGET` with
-    ``n`` and ``eps_reading`` given in ``CURVES``)."""
-    c = CURVES[spec(dataset).name]
-    return run_adaptive_grid(dataset, curve_eps(dataset), c["n"], attacks=_MAIN, eps_reading=c["eps_reading"],
-                             seed=seed, device=device, progress=progress)
+def run_curves(dataset: str, eps_reading: str | None = None, *, seed: int = 0, device: str = "cpu",
+               progress: bool = True) -> list[dict]:
+    """Run (or load) the ε curves of ``dataset`` (:data:`CURVES`): all its readings, or only
+    ``eps_reading``."""
+    name = spec(dataset).name
+    readings = [c["eps_reading"] for c in CURVES[name]] if eps_reading is None else [eps_reading]
+    out = []
+    for reading in readings:
+        c = curve_spec(name, reading)
+        out += run_adaptive_grid(name, curve_eps(name, reading), c["n"], attacks=_MAIN, eps_reading=reading,
+                                 seed=seed, device=device, progress=progress)
+    return out
 
 
 def curves_frame(seed: int = 0):
