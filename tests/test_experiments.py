@@ -143,12 +143,13 @@ def test_bench_runs_frame_keeps_every_run_in_order():
     def rec(created, img_s, ok):
         return {"created": created, "commit": "abc", "result": {"load_avg_before": [1.5, 1.0, 0.5], "configs": {
             "swrd_cifar_s4_k25": {"ours_img_s": img_s, "baseline_img_s": 100.0, "ratio": img_s / 100,
-                                  "meets_target": ok}}}}
+                                  "meets_target": ok, "randn_bound_img_s": 3000.0}}}}
 
     frame = runs_frame([rec("2026-01-02", 800.0, True), rec("2026-01-01", 600.0, False),
                         {"created": "2026-01-03", "result": {"configs": {}}}])
     assert list(frame["ours (img/s)"]) == [600.0, 800.0] and list(frame["meets target"]) == [False, True]
     assert frame["load before"].tolist() == [1.5, 1.5]
+    assert frame["noise bound (img/s)"].tolist() == [3000.0, 3000.0]
 
 
 def test_attack_strength_frame_pairs_the_two_attacks(results_dir, monkeypatch):

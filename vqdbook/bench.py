@@ -469,11 +469,14 @@ def baselines_frame(result: dict, config: str = "swrd_cifar_s4_k25"):
 
 def runs_frame(records, config: str = "swrd_cifar_s4_k25"):
     """One row per stored :func:`run_bench_quantizers` record (oldest first) for one configuration:
-    when, the load average before the run, ours and the baseline in img/s, the ratio and whether the
-    run met :data:`TARGETS`. A target is met when it holds run after run, which this frame shows."""
+    when, the load average before the run, ours and the baseline in img/s, the ratio, whether the
+    run met :data:`TARGETS`, and the noise-only ``torch.randn`` bound of the same run (how fast the
+    machine was: it moves with the host, not with our code). A target is met when it holds run after
+    run, which this frame shows."""
     import pandas as pd
 
-    cols = ["created", "commit", "load before", "ours (img/s)", "baseline (img/s)", "ratio", "meets target"]
+    cols = ["created", "commit", "load before", "ours (img/s)", "baseline (img/s)", "ratio", "meets target",
+            "noise bound (img/s)"]
     rows = []
     for rec in sorted(records, key=lambda r: r["created"]):
         e = rec["result"].get("configs", {}).get(config)
@@ -481,7 +484,8 @@ def runs_frame(records, config: str = "swrd_cifar_s4_k25"):
             continue
         load = rec["result"].get("load_avg_before")
         rows.append([rec["created"], str(rec.get("commit"))[:10], round(load[0], 2) if load else None,
-                     e["ours_img_s"], e["baseline_img_s"], e["ratio"], e.get("meets_target")])
+                     e["ours_img_s"], e["baseline_img_s"], e["ratio"], e.get("meets_target"),
+                     e.get("randn_bound_img_s")])
     return pd.DataFrame(rows, columns=cols)
 
 
