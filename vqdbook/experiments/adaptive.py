@@ -532,9 +532,8 @@ def adaptive_claims(frame) -> dict:
 #: The headline cells the chapter's verdict rests on: per dataset, the radius and ε reading, the
 #: images every attack runs on (``n``), and ``prefix``: the attacks run on fewer images (the first
 #: ``prefix[key]`` of the same nested subset), because they cost too much on a CPU (Square's random
-#: search; on MNIST also APGD-DLR). :func:`headline_n` reads it.
-HEADLINE = {"mnist": {"eps": 0.32, "eps_reading": "normalized", "n": 500,
-                      "prefix": {"bpda-eot-apgd-dlr": 100, "square": 100}},
+#: search). :func:`headline_n` reads it.
+HEADLINE = {"mnist": {"eps": 0.32, "eps_reading": "normalized", "n": 500, "prefix": {"square": 100}},
             "cifar10": {"eps": 8 / 255, "eps_reading": "pixels", "n": 500, "prefix": {"square": 50}}}
 #: Restarts of the main attack (APGD-CE with BPDA and EOT, the suite's budget) on every quantizer of a
 #: headline cell, as one more attack of the cell: on CIFAR-10 restarts still lower the worst case
