@@ -270,3 +270,43 @@ def test_headline_frame_has_one_row_per_defense_and_attack():
         allowed = {r["variant"] for r in adaptive.defense_rows(name)}
         seen = {None if v != v else v for v in head[head["dataset"] == name]["variant"]}
         assert seen <= allowed
+
+
+def test_curves_cover_both_mnist_readings_and_name_a_bad_one():
+    """MNIST's ε curve runs on both readings of chapter 3, the same radii on each; an unknown reading is
+    refused with the allowed ones named."""
+    cells = [p for _, p in adaptive.curve_cells() if p["dataset"] == "mnist"]
+    by_reading = {r: sorted({p["eps"] for p in cells if p["eps_reading"] == r}) for r in ("normalized", "pixels")}
+    assert by_reading["normalized"] == by_reading["pixels"] == adaptive.curve_eps("mnist", "pixels")
+    assert adaptive.curve_spec("mnist")["eps_reading"] == "normalized"
+    with pytest.raises(ValueError, match="eps_reading must be one of"):
+        adaptive.curve_spec("cifar10", "normalized")
+    # the undefended classifier gets the adaptive attacks only (its oblivious PGD is plain PGD)
+    none = [r for r in adaptive.defense_rows("mnist") if r["method"] == "none"]
+    assert none and not adaptive.runs_attack(none[0], "oblivious-pgd")
+    assert adaptive.runs_attack(none[0], "bpda-eot-apgd-ce")
+
+
+def test_curve_summary_picks_the_best_quantizer_and_counts_radii_above_adversarial_training():
+    import pandas as pd
+
+    def row(label, method, eps, attack, acc, lo, hi):
+        return {"dataset": "mnist", "eps_reading": "pixels", "label": label, "method": method, "eps": eps,
+                "attack": attack, "accuracy": acc, "ci_lo": lo, "ci_hi": hi}
+
+    frame = pd.DataFrame([
+        row("RandDisc", "randdisc", 0.1, "worst-case", 0.50, 0.40, 0.60),
+        row("swRD", "swrd", 0.1, "worst-case", 0.90, 0.85, 0.95),      # above Fast AdvT's interval
+        row("swRD", "swrd", 0.1, "oblivious-pgd", 0.97, 0.9, 1.0),
+        row("Fast AdvT", "fastat", 0.1, "worst-case", 0.70, 0.60, 0.80),
+        row("RandDisc", "randdisc", 0.3, "worst-case", 0.20, 0.15, 0.25),
+        row("swRD", "swrd", 0.3, "worst-case", 0.10, 0.05, 0.15),
+        row("Fast AdvT", "fastat", 0.3, "worst-case", 0.30, 0.20, 0.40),
+        row("1-bit", "bitdepth", 0.3, "worst-case", 0.60, 0.50, 0.70),
+    ])
+    s = adaptive.curve_summary(frame, "mnist", "pixels")
+    assert s["radii"] == 2 and s["above_fastat"] == 1
+    assert (s["min_best"], s["min_best_worst"], s["min_best_oblivious"], s["min_fastat"]) == ("swRD", 90.0, 97.0, 70.0)
+    assert (s["max_best"], s["max_best_worst"], s["max_bitdepth"]) == ("RandDisc", 20.0, 60.0)
+    assert np.isnan(s["min_bitdepth"]) and np.isnan(s["max_best_oblivious"])
+    assert adaptive.curve_summary(frame, "mnist", "normalized") == {}

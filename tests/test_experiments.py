@@ -152,6 +152,27 @@ def test_bench_runs_frame_keeps_every_run_in_order():
     assert frame["noise bound (img/s)"].tolist() == [3000.0, 3000.0]
 
 
+def test_bench_runs_summary_reads_the_newest_runs_against_the_targets():
+    """The appendix's verdict: over the newest three runs, how many met each target, and by how much the
+    slowest fell short of the rate target; the host's fastest baseline over all runs."""
+    from vqdbook.bench import TARGETS, runs_summary
+
+    tgt = TARGETS["swrd_cifar_s4_k25"]
+    rate = tgt["min_img_s"]
+    runs = pd.DataFrame({"ours (img/s)": [900.0, rate / 2, rate, 2 * rate],
+                         "baseline (img/s)": [150.0, 100.0, 90.0, 120.0],
+                         "ratio": [6.0, tgt["min_ratio"] - 1, 5.0, 7.0],
+                         "noise bound (img/s)": [3600.0, None, 2500.0, 3000.0]})
+    s = runs_summary(runs)
+    assert s["n_runs"] == 4 and s["last"] == 3
+    assert (s["min_img_s"], s["max_img_s"], s["min_base"], s["max_base"]) == (rate / 2, 2 * rate, 90.0, 120.0)
+    assert (s["min_bound"], s["all_max_base"], s["all_max_bound"]) == (2500.0, 150.0, 3600.0)
+    assert (s["ratio_met"], s["rate_met"], s["all_met"]) == (2, 2, False)
+    assert s["need"] == 2.0
+    ok = runs_summary(runs.iloc[[0, 2, 3]])
+    assert ok["all_met"] and ok["need"] <= 1.0
+
+
 def test_attack_strength_frame_pairs_the_two_attacks(results_dir, monkeypatch):
     """The stronger PGD is a table attack of its own (records keyed by it) and the frame puts it
     beside the paper's PGD, cell by cell; it never beats the paper's attack by much on f."""

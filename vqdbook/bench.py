@@ -46,7 +46,7 @@ __all__ = ["CONFIGS", "TARGETS", "BENCHMARKS", "run_bench_quantizers", "run_benc
            "run_bench_eot", "EOT_TARGET_RATIO", "run_bench_tquant", "TQUANT_TARGET_RATIO", "run_bench_certify",
            "record_benchmark", "baseline_quantize", "format_table", "quantizer_config",
            "profile_quantizer", "mean_inertia", "bench_torch_kmeans", "PROFILE_STAGES", "TORCH_KMEANS_CONFIGS",
-           "profile_frame", "baselines_frame", "runs_frame"]
+           "profile_frame", "baselines_frame", "runs_frame", "runs_summary"]
 
 #: name -> (dataset, method, s, k); sigma, tau and beta are the paper's for the dataset.
 CONFIGS: dict[str, tuple] = {
@@ -487,6 +487,33 @@ def runs_frame(records, config: str = "swrd_cifar_s4_k25"):
                      e["ours_img_s"], e["baseline_img_s"], e["ratio"], e.get("meets_target"),
                      e.get("randn_bound_img_s")])
     return pd.DataFrame(rows, columns=cols)
+
+
+def runs_summary(runs, config: str = "swrd_cifar_s4_k25", last: int = 3) -> dict:
+    """What the newest ``last`` runs of :func:`runs_frame` say about :data:`TARGETS` of ``config``:
+    ``n_runs``; over the newest runs the min and max of our rate (``img_s``), the ``ratio``, the
+    baseline's rate (``base``) and the noise-only bound (``bound``), as ``{min,max}_{what}``;
+    ``ratio_met`` and ``rate_met`` (how many of them met each target), ``all_met`` (all ``last`` of them
+    met both); the largest baseline rate and noise bound over *all* runs (``all_max_base``,
+    ``all_max_bound``: how fast the host has been); and ``need``, the factor by which the slowest of
+    the newest runs falls short of the rate target (below 1 when it met it)."""
+    nan = float("nan")
+    tgt = TARGETS[config]
+    new = runs.tail(last)
+    out = {"n_runs": len(runs), "last": len(new)}
+    for what, col in (("img_s", "ours (img/s)"), ("ratio", "ratio"), ("base", "baseline (img/s)"),
+                      ("bound", "noise bound (img/s)")):
+        v = new[col].dropna() if len(new) else new
+        out[f"min_{what}"], out[f"max_{what}"] = (float(v.min()), float(v.max())) if len(v) else (nan, nan)
+    for what, col in (("base", "baseline (img/s)"), ("bound", "noise bound (img/s)")):
+        v = runs[col].dropna() if len(runs) else runs
+        out[f"all_max_{what}"] = float(v.max()) if len(v) else nan
+    ratio_ok = new["ratio"] >= tgt.get("min_ratio", 0)
+    rate_ok = new["ours (img/s)"] >= tgt.get("min_img_s", 0)
+    out["ratio_met"], out["rate_met"] = int(ratio_ok.sum()), int(rate_ok.sum())
+    out["all_met"] = bool(len(new) == last and (ratio_ok & rate_ok).all())
+    out["need"] = tgt.get("min_img_s", 0) / out["min_img_s"] if len(new) else nan
+    return out
 
 
 def format_table(record: dict) -> str:

@@ -37,7 +37,8 @@ __all__ = ["DEFAULT_N", "BUDGET", "BITDEPTH", "EPS_READINGS", "attack_suite", "a
            "adaptive_params", "run_adaptive", "adaptive_record", "run_adaptive_grid", "adaptive_frame", "worst_case",
            "convergence_frame", "convergence_cells", "convergence_worst_case", "eps_on_pixels", "CONVERGENCE",
            "convergence_attacks", "run_convergence", "HEADLINE_RESTARTS", "restart_cells", "CURVES", "curve_spec",
-           "curve_eps", "curve_cells", "run_curves", "curves_frame", "adaptive_table", "adaptive_claims",
+           "curve_eps", "curve_cells", "run_curves", "curves_frame", "curve_summary", "runs_attack",
+           "adaptive_table", "adaptive_claims",
            "slug", "HEADLINE", "headline_n", "headline_frame", "headline_full_coverage", "run_headline",
            "chapter_cells", "robust_per_image"]
 
@@ -111,6 +112,13 @@ def defense_rows(dataset: str) -> list[dict]:
             q = QuantizerSpec.paper(name, label, s, k)
             rows.append({"method": q.method, "variant": None, "defense": q.params()})
     return [r for r in rows if model_available(name, r["variant"])]
+
+
+def runs_attack(row: dict, key: str) -> bool:
+    """Whether defense row ``row`` (:func:`defense_rows`) is attacked with suite attack ``key``: every
+    row gets every attack, except the undefended classifier, for which the oblivious and the
+    straight-through PGD are plain PGD (the suite's APGD runs on it anyway)."""
+    return not (row["defense"]["method"] == "none" and key in ("oblivious-pgd", "bpda-pgd"))
 
 
 def adaptive_params(dataset: str, defense: dict, eps: float, attack: AttackSpec, n: int, seed: int = 0,
@@ -217,10 +225,7 @@ def run_adaptive_grid(dataset: str, eps_list=None, n: int = DEFAULT_N, *, attack
     jobs = []
     for eps in eps_list:
         for r in rows:
-            for key in keys:
-                if r["defense"]["method"] == "none" and key in ("oblivious-pgd", "bpda-pgd"):
-                    continue   # without a quantizer these are plain PGD, run as part of the suite anyway
-                jobs.append((eps, r, suite[key]))
+            jobs += [(eps, r, suite[key]) for key in keys if runs_attack(r, key)]
     out = []
     for eps, r, a in tqdm(jobs, desc=f"adaptive {name} n={n}", disable=not progress):
         out.append(adaptive_record(name, r["defense"], eps, a, n, seed, variant=r["variant"], eps_reading=eps_reading,
@@ -591,11 +596,9 @@ def curve_cells(seed: int = 0) -> list[tuple[str, dict]]:
         for c in specs:
             for eps in curve_eps(name, c["eps_reading"]):
                 for r in defense_rows(name):
-                    for key in _MAIN:
-                        if r["defense"]["method"] == "none" and key in ("oblivious-pgd", "bpda-pgd"):
-                            continue
-                        cells.append(("adaptive", adaptive_params(name, r["defense"], eps, suite[key], c["n"], seed,
-                                                                  r["variant"], c["eps_reading"])))
+                    cells += [("adaptive", adaptive_params(name, r["defense"], eps, suite[key], c["n"], seed,
+                                                           r["variant"], c["eps_reading"]))
+                              for key in _MAIN if runs_attack(r, key)]
     return cells
 
 
@@ -617,6 +620,44 @@ def curves_frame(seed: int = 0):
     """:func:`adaptive_frame` of the stored ε-curve records (:func:`curve_cells`), worst case included."""
     records = _stored(curve_cells(seed))
     return adaptive_frame(records)
+
+
+def curve_summary(curves, dataset: str, eps_reading: str) -> dict:
+    """What the chapter says of one ε curve (:func:`curves_frame` rows of ``dataset`` read as
+    ``eps_reading``), under the worst case per image: ``radii`` (how many), ``n``, ``above_fastat`` (at
+    how many radii some quantizer's 95% interval lies above adversarial training's) and, at the
+    smallest and largest radius (prefix ``min_`` / ``max_``): ``eps`` (its label), ``best`` (the
+    quantizer with the highest worst case), ``best_worst`` and ``best_oblivious`` (its worst case and
+    oblivious accuracy), ``fastat`` and ``bitdepth`` (the baselines' worst cases), all in %. Empty
+    when the curve has no quantizer records."""
+    nan = float("nan")
+    sub = curves[(curves["dataset"] == dataset) & (curves["eps_reading"] == eps_reading)] if len(curves) else curves
+    if sub.empty:
+        return {}
+    worst = sub[sub["attack"] == "worst-case"]
+    quant = worst[worst["method"].isin(paper.QUANTIZERS)]
+    if quant.empty:
+        return {}
+
+    def acc(rows, method, e):
+        a = rows[(rows["eps"] == e) & (rows["method"] == method)]
+        return 100 * float(a["accuracy"].iloc[0]) if len(a) else nan
+
+    eps_all = sorted(quant["eps"].unique())
+    out = {"radii": len(eps_all), "n": int(curve_spec(dataset, eps_reading)["n"]), "above_fastat": 0}
+    for e in eps_all:
+        fa = worst[(worst["eps"] == e) & (worst["method"] == "fastat")]
+        if len(fa) and (quant[quant["eps"] == e]["ci_lo"] > float(fa["ci_hi"].iloc[0])).any():
+            out["above_fastat"] += 1
+    obl = sub[sub["attack"] == "oblivious-pgd"]
+    for tag, e in (("min", eps_all[0]), ("max", eps_all[-1])):
+        q = quant[quant["eps"] == e].sort_values("accuracy", ascending=False).iloc[0]
+        o = obl[(obl["eps"] == e) & (obl["label"] == q["label"])]
+        out.update({f"{tag}_eps": paper.eps_label(dataset, e), f"{tag}_best": q["label"],
+                    f"{tag}_best_worst": 100 * float(q["accuracy"]),
+                    f"{tag}_best_oblivious": 100 * float(o["accuracy"].iloc[0]) if len(o) else nan,
+                    f"{tag}_fastat": acc(worst, "fastat", e), f"{tag}_bitdepth": acc(worst, "bitdepth", e)})
+    return out
 
 
 def headline_frame(frame=None):
@@ -706,10 +747,7 @@ def chapter_cells(seed: int = 0) -> list[tuple[str, dict]]:
     for name, h in HEADLINE.items():
         suite = attack_suite(name)
         for r in defense_rows(name):
-            for key in suite:
-                if r["defense"]["method"] == "none" and key in ("oblivious-pgd", "bpda-pgd"):
-                    continue
-                cells.append(("adaptive", adaptive_params(name, r["defense"], h["eps"], suite[key],
-                                                          headline_n(name, key), seed, r["variant"],
-                                                          h["eps_reading"])))
+            cells += [("adaptive", adaptive_params(name, r["defense"], h["eps"], suite[key], headline_n(name, key),
+                                                   seed, r["variant"], h["eps_reading"]))
+                      for key in suite if runs_attack(r, key)]
     return cells
